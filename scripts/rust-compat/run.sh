@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the reference Rust client (compiled unchanged from the shared seed)
+# offline against Debian's packaged crates, then drives our Python worker.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+packages=(librust-serde-dev librust-serde-derive-dev librust-serde-json-dev librust-anyhow-dev)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing ${missing[*]}: run as root to install them" >&2
+    exit 1
+  fi
+  apt-get update
+  apt-get install -y "${missing[@]}"
+fi
+
+cargo=cargo
+command -v "$cargo" >/dev/null || cargo="$HOME/.cargo/bin/cargo"
+"$cargo" build --release --offline --quiet
+exec target/release/rust-compat
