@@ -20,5 +20,6 @@ fi
 
 cargo=cargo
 command -v "$cargo" >/dev/null || cargo="$HOME/.cargo/bin/cargo"
+"$cargo" test --release --offline --quiet
 "$cargo" build --release --offline --quiet
 exec target/release/rust-compat

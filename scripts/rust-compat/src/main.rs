@@ -507,3 +507,98 @@ fn millis(duration: Duration) -> String {
 fn micros(duration: Duration) -> String {
     format!("{:.1} µs", duration.as_secs_f64() * 1e6)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded<T: Serialize>(value: &T) -> Value {
+        serde_json::to_value(value).unwrap()
+    }
+
+    #[test]
+    fn stub_types_use_the_protocol_json_shapes() {
+        assert_eq!(encoded(&EvalSplit::Validation), json!("Validation"));
+        assert_eq!(
+            encoded(&EvalSplit::Custom("x".into())),
+            json!({"Custom": "x"})
+        );
+        assert_eq!(
+            encoded(&MergePolicy::QualityWeightedEma),
+            json!("QualityWeightedEma")
+        );
+        assert_eq!(
+            encoded(&MergePolicy::Custom("y".into())),
+            json!({"Custom": "y"})
+        );
+        assert_eq!(
+            encoded(&TrainerCanonicalReconcileStrategy::RootEma {
+                canonical_weight: 0.25
+            }),
+            json!({"RootEma": {"canonical_weight": 0.25}})
+        );
+        assert_eq!(
+            encoded(&TrainerCanonicalReconcileStrategy::Replace),
+            json!("Replace")
+        );
+        assert_eq!(
+            serde_json::from_value::<PatchOutcome>(json!({"Rejected": "why"})).unwrap(),
+            PatchOutcome::Rejected("why".into())
+        );
+        assert_eq!(
+            serde_json::from_value::<PatchOutcome>(json!("RequiresRestart")).unwrap(),
+            PatchOutcome::RequiresRestart
+        );
+        assert_eq!(
+            encoded(&patch(
+                "p",
+                "tags",
+                PatchValue::StringList(vec!["a".into()])
+            )),
+            json!({
+                "patch_id": "p", "class": "Hot", "summary": "set tags",
+                "values": {"tags": ["a"]}, "required_client_capabilities": [],
+            })
+        );
+        let metrics: Metrics =
+            serde_json::from_value(json!({"i": 3, "f": 0.5, "one": 1.0, "b": true, "s": "t"}))
+                .unwrap();
+        assert_eq!(metrics["i"], MetricValue::Integer(3));
+        assert_eq!(metrics["f"], MetricValue::Float(0.5));
+        assert_eq!(metrics["one"], MetricValue::Float(1.0));
+        assert_eq!(metrics["b"], MetricValue::Bool(true));
+        assert_eq!(metrics["s"], MetricValue::Text("t".into()));
+    }
+
+    #[test]
+    fn batch_refs_are_tagged_by_kind() {
+        let micro_epoch = PythonBatchRef::MicroEpoch {
+            lease_id: "l".into(),
+            microshard_ids: vec!["m".into()],
+            ordinals: vec![4],
+            bytes_len: 9,
+            pipeline_kind: LeaseDataPipelineKind::GeneratedDataset,
+            payload: json!({"seed": 1}),
+        };
+        assert_eq!(
+            encoded(&micro_epoch),
+            json!({
+                "kind": "micro_epoch", "lease_id": "l", "microshard_ids": ["m"], "ordinals": [4],
+                "bytes_len": 9, "pipeline_kind": "generated-dataset", "payload": {"seed": 1},
+            })
+        );
+        let cached = PythonBatchRef::CachedMicroshardGroup {
+            shard_paths: vec!["/a".into()],
+            microshard_ids: vec!["m".into()],
+            ordinals: vec![0],
+            bytes_len: 1,
+        };
+        assert_eq!(
+            encoded(&cached),
+            json!({
+                "kind": "cached_microshard_group", "shard_paths": ["/a"], "microshard_ids": ["m"],
+                "ordinals": [0], "bytes_len": 1,
+            })
+        );
+    }
+}
