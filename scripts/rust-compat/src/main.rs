@@ -79,7 +79,7 @@ fn run() -> anyhow::Result<()> {
     // The seed puts `CARGO_MANIFEST_DIR/python` first on PYTHONPATH; that
     // folder does not exist here, so our runtime comes in as a module root.
     let repo_root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../..")
+        .join("../..")
         .canonicalize()
         .context("resolve repository root")?;
     let python_root = repo_root.join("python");
