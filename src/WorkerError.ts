@@ -1,0 +1,225 @@
+/**
+ * The errors of the Python worker service. Each carries, as fields, what a
+ * person needs to act on it (method, pid, exit status, stderr tail, Python
+ * exception), and builds its message from them.
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+
+/** Lines of the stderr tail quoted in messages; the field keeps the whole tail. */
+const MESSAGE_STDERR_LINES = 12
+
+const quoteStderr = (stderrTail: string): string => {
+  const lines = stderrTail.trimEnd().split("\n")
+  if (lines.length === 1 && lines[0] === "") return ""
+  const shown = lines.slice(-MESSAGE_STDERR_LINES).map((line) => `  | ${line}`).join("\n")
+  return `\n  worker stderr (last ${Math.min(lines.length, MESSAGE_STDERR_LINES)} lines):\n${shown}`
+}
+
+const describeExit = (exitCode: number | null, signal: string | null): string =>
+  signal !== null
+    ? `was killed by ${signal}`
+    : exitCode !== null
+    ? `exited with code ${exitCode}`
+    : "is gone (exit status unknown)"
+
+const ExitFields = {
+  pid: Schema.NullOr(Schema.Number),
+  exitCode: Schema.NullOr(Schema.Number),
+  signal: Schema.NullOr(Schema.String),
+  stderrTail: Schema.String
+}
+
+/**
+ * The Python executable could not be started at all.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WorkerSpawnError extends Schema.TaggedError<WorkerSpawnError>()("WorkerSpawnError", {
+  executable: Schema.String,
+  reason: Schema.Literal("NotFound", "PermissionDenied", "Unknown"),
+  detail: Schema.String
+}) {
+  override get message(): string {
+    const hint = this.reason === "NotFound"
+      ? "was not found; set `pythonExecutable` to a Python 3 interpreter (for example /usr/bin/python3)"
+      : this.reason === "PermissionDenied"
+      ? "is not executable by this user"
+      : "could not be started"
+    return `cannot start the Python worker: ${JSON.stringify(this.executable)} ${hint} (${this.detail})`
+  }
+}
+
+/**
+ * The worker was started but never connected back: it exited first (its
+ * stderr usually says why: a missing module, a factory that raised) or the
+ * `connectTimeout` passed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WorkerConnectError extends Schema.TaggedError<WorkerConnectError>()("WorkerConnectError", {
+  reason: Schema.Literal("Exited", "Timeout", "Listen"),
+  timeoutMillis: Schema.Number,
+  detail: Schema.String,
+  ...ExitFields
+}) {
+  override get message(): string {
+    const who = `Python worker (pid ${this.pid ?? "?"})`
+    const head = this.reason === "Exited"
+      ? `${who} ${describeExit(this.exitCode, this.signal)} before connecting back`
+      : this.reason === "Timeout"
+      ? `${who} did not connect back within ${this.timeoutMillis} ms`
+      : `cannot listen for the Python worker on 127.0.0.1: ${this.detail}`
+    return head + quoteStderr(this.stderrTail)
+  }
+}
+
+/**
+ * The worker process exited or its connection closed. `method` is the call
+ * that was pending or attempted, null when the death was noticed between calls.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WorkerExitedError extends Schema.TaggedError<WorkerExitedError>()("WorkerExitedError", {
+  method: Schema.NullOr(Schema.String),
+  reason: Schema.Literal("ProcessExited", "ConnectionClosed"),
+  ...ExitFields
+}) {
+  override get message(): string {
+    const who = `Python worker (pid ${this.pid ?? "?"})`
+    const what = this.reason === "ProcessExited" || this.exitCode !== null || this.signal !== null
+      ? `${who} ${describeExit(this.exitCode, this.signal)}`
+      : `${who} closed its connection`
+    const during = this.method === null ? "" : `${this.method}: `
+    return `${during}${what}${quoteStderr(this.stderrTail)}`
+  }
+}
+
+/**
+ * The worker answered `ok: false`: the workload (or the worker's dispatch)
+ * raised. The worker keeps serving; the model ids it holds stay valid.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RemoteError extends Schema.TaggedError<RemoteError>()("RemoteError", {
+  method: Schema.String,
+  id: Schema.Number,
+  /** The Python exception class, e.g. `ValueError`; parsed from the text when the worker does not send it. */
+  errorType: Schema.String,
+  remoteMessage: Schema.String,
+  traceback: Schema.String
+}) {
+  override get message(): string {
+    return `${this.method}#${this.id} failed in Python: ${this.errorType}: ${this.remoteMessage}`
+  }
+}
+
+/**
+ * The worker sent something the protocol does not allow. The stream cannot be
+ * trusted afterwards, so the worker is killed and the service closes.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ProtocolError extends Schema.TaggedError<ProtocolError>()("ProtocolError", {
+  method: Schema.NullOr(Schema.String),
+  id: Schema.NullOr(Schema.Number),
+  pid: Schema.NullOr(Schema.Number),
+  reason: Schema.Literal(
+    "FrameTooLarge",
+    "TruncatedFrame",
+    "InvalidUtf8",
+    "InvalidJson",
+    "InvalidEnvelope",
+    "UnexpectedId",
+    "UnsolicitedFrame",
+    "InvalidResult",
+    "UnsupportedVersion"
+  ),
+  detail: Schema.String
+}) {
+  override get message(): string {
+    const call = this.method === null ? "" : `${this.method}${this.id === null ? "" : `#${this.id}`}: `
+    return `${call}protocol error from Python worker (pid ${this.pid ?? "?"}): ${this.reason}: ${this.detail}`
+  }
+}
+
+/**
+ * A call passed its deadline (`callTimeout` or the call's own `timeout`). When
+ * the request was already on the wire the worker is killed and the service
+ * closes; a call that timed out while still queued leaves the service open.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RpcTimeoutError extends Schema.TaggedError<RpcTimeoutError>()("RpcTimeoutError", {
+  method: Schema.String,
+  id: Schema.NullOr(Schema.Number),
+  pid: Schema.NullOr(Schema.Number),
+  timeoutMillis: Schema.Number
+}) {
+  override get message(): string {
+    const where = this.id === null ? "while queued behind other calls" : "waiting for the worker's answer"
+    return `${this.method}${this.id === null ? "" : `#${this.id}`} timed out after ${this.timeoutMillis} ms ${where}`
+  }
+}
+
+/**
+ * The service can no longer be used: a timeout or protocol error closed it
+ * (`cause`), or its scope has closed (`cause` absent).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WorkerClosedError extends Schema.TaggedError<WorkerClosedError>()("WorkerClosedError", {
+  method: Schema.String,
+  cause: Schema.optional(Schema.Union(RpcTimeoutError, ProtocolError))
+}) {
+  override get message(): string {
+    const why = this.cause === undefined ? "its scope has closed" : `it was closed after: ${this.cause.message}`
+    return `${this.method}: the Python worker service is no longer usable: ${why}`
+  }
+}
+
+/**
+ * An option or a call argument failed its schema; nothing was sent or spawned.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidArgumentError extends Schema.TaggedError<InvalidArgumentError>()("InvalidArgumentError", {
+  /** `PythonWorker.layer` for options, else the method name. */
+  where: Schema.String,
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `invalid argument to ${this.where}: ${this.detail}`
+  }
+}
+
+/**
+ * What an RPC can fail with.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type CallError =
+  | WorkerExitedError
+  | RemoteError
+  | ProtocolError
+  | RpcTimeoutError
+  | WorkerClosedError
+  | InvalidArgumentError
+
+/**
+ * What acquiring the service can fail with (the first `hello` included).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type StartError = WorkerSpawnError | WorkerConnectError | CallError

@@ -1,0 +1,311 @@
+/**
+ * The protocol client: request ids, one call on the wire at a time, the
+ * pending call, and the one-way trip from "open" to "closed with a cause".
+ *
+ * Frames are handled synchronously in the socket's `data` callback (no queue
+ * hop on the hot path). Anything that breaks the stream, or a call that passes
+ * its deadline on the wire, closes the client: the pending call fails with the
+ * cause, the worker is killed, and every later call fails at once.
+ *
+ * An interrupted caller returns at once, but keeps the wire's permit until the
+ * worker answers the abandoned request (or the call's deadline passes, which
+ * closes the client), so the next request never reads a stale answer.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Runtime from "effect/Runtime"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import { Buffer } from "node:buffer"
+import type * as Net from "node:net"
+import type { Rpc } from "../Protocol.ts"
+import {
+  type CallError,
+  InvalidArgumentError,
+  ProtocolError,
+  RemoteError,
+  RpcTimeoutError,
+  WorkerClosedError,
+  WorkerExitedError
+} from "../WorkerError.ts"
+import { encodeFrame, type FrameFault, FrameDecoder } from "./frame.ts"
+import type { WorkerProcess } from "./process.ts"
+
+/** Why the client closed. `ScopeClosed` is the orderly end. */
+export type CloseCause = WorkerExitedError | RpcTimeoutError | ProtocolError | { readonly _tag: "ScopeClosed" }
+
+interface Envelope {
+  readonly id: number
+  readonly ok: boolean
+  readonly result?: unknown
+  readonly error?: unknown
+  readonly error_type?: unknown
+  readonly traceback?: unknown
+}
+
+interface Pending {
+  readonly id: number
+  readonly method: string
+  readonly answer: Deferred.Deferred<Envelope, CloseCause>
+}
+
+/** @internal */
+export interface Client {
+  readonly call: <P, PI, R, RI>(
+    rpc: Rpc<P, PI, R, RI>,
+    params: P,
+    timeout: Option.Option<Duration.Duration>
+  ) => Effect.Effect<R, CallError>
+  /** Closes the client (idempotent); the pending call, if any, fails with `WorkerClosedError`. */
+  readonly close: Effect.Effect<void>
+  /** Completes with the cause once the client has closed. */
+  readonly closed: Effect.Effect<CloseCause>
+}
+
+/** How long the client waits, after the socket closes, for the exit status that explains it. */
+const EXIT_SETTLE = Duration.seconds(1)
+
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+
+const describeFault = (fault: FrameFault): string =>
+  fault._tag === "FrameTooLarge"
+    ? `frame header announces ${fault.length} bytes, above maxFrameBytes ${fault.maxFrameBytes}; nothing was allocated`
+    : `the connection ended ${fault.received} bytes into a ${fault.expected}-byte frame`
+
+/** The reference worker sends only `error` (message and traceback): recover the exception type from its last line. */
+const remoteError = (method: string, id: number, envelope: Envelope): RemoteError => {
+  const text = typeof envelope.error === "string" ? envelope.error : JSON.stringify(envelope.error ?? null)
+  const lines = text.trimEnd().split("\n")
+  const firstLine = lines[0] ?? ""
+  const last = lines[lines.length - 1] ?? ""
+  const parsed = /^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)?): ?(.*)$/.exec(
+    typeof envelope.error_type === "string" ? firstLine : last
+  )
+  const errorType = typeof envelope.error_type === "string"
+    ? envelope.error_type
+    : parsed?.[1] ?? "Exception"
+  const remoteMessage = parsed !== null && (parsed[1] === errorType) ? parsed[2] : firstLine
+  const traceback = typeof envelope.traceback === "string" ? envelope.traceback : text
+  return new RemoteError({ method, id, errorType, remoteMessage, traceback })
+}
+
+/** @internal */
+export const make = (options: {
+  readonly socket: Net.Socket
+  readonly process: WorkerProcess
+  readonly maxFrameBytes: number
+}): Effect.Effect<Client, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { socket, process: proc } = options
+    const pid = proc.pid
+    const scope = yield* Effect.scope
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    const permit = yield* Effect.makeSemaphore(1)
+    const closedWith = yield* Deferred.make<CloseCause>()
+    const decoder = new FrameDecoder(options.maxFrameBytes)
+
+    let nextId = 1
+    let pending: Pending | undefined
+    let cause: CloseCause | undefined
+    // Set the moment the stream is known to be ending, before the cause is
+    // known (it waits for the exit status): calls then wait instead of writing.
+    let ending = false
+
+    const close = (why: CloseCause) => {
+      if (cause !== undefined) return
+      cause = why
+      ending = true
+      if (why._tag === "RpcTimeoutError" || why._tag === "ProtocolError") proc.signalGroup("SIGKILL")
+      socket.destroy()
+      const waiting = pending
+      pending = undefined
+      if (waiting !== undefined) Deferred.unsafeDone(waiting.answer, Exit.fail(why))
+      Deferred.unsafeDone(closedWith, Exit.succeed(why))
+    }
+
+    const protocolFault = (reason: ProtocolError["reason"], detail: string, id: number | null = pending?.id ?? null) =>
+      close(new ProtocolError({ method: pending?.method ?? null, id, pid, reason, detail }))
+
+    // The socket ended or the process exited: wait briefly for the exit
+    // status and the stderr tail, so the error says why.
+    const workerGone = (reason: WorkerExitedError["reason"]) => {
+      if (ending) return
+      ending = true
+      runFork(Effect.gen(function*() {
+        const status = yield* proc.exited.pipe(Effect.timeoutOption(EXIT_SETTLE))
+        const stderrTail = yield* proc.stderrTail
+        close(
+          new WorkerExitedError({
+            method: pending?.method ?? null,
+            reason: Option.isSome(status) ? "ProcessExited" : reason,
+            pid,
+            exitCode: Option.isSome(status) ? status.value.exitCode : null,
+            signal: Option.isSome(status) ? status.value.signal : null,
+            stderrTail
+          })
+        )
+      }))
+    }
+
+    const onFrame = (bytes: Uint8Array) => {
+      let envelope: unknown
+      try {
+        envelope = JSON.parse(utf8.decode(bytes))
+      } catch (error) {
+        const isUtf8 = error instanceof TypeError
+        return protocolFault(
+          isUtf8 ? "InvalidUtf8" : "InvalidJson",
+          isUtf8
+            ? `a ${bytes.length}-byte frame is not valid UTF-8`
+            : `${(error as Error).message}; frame starts ${JSON.stringify(Buffer.from(bytes.subarray(0, 120)).toString())}`
+        )
+      }
+      if (typeof envelope !== "object" || envelope === null || Array.isArray(envelope)) {
+        return protocolFault("InvalidEnvelope", `frame is not a JSON object: ${JSON.stringify(envelope)?.slice(0, 120)}`)
+      }
+      const message = envelope as Envelope
+      const waiting = pending
+      if (waiting === undefined) {
+        return protocolFault("UnsolicitedFrame", `a frame with id ${JSON.stringify(message.id)} arrived while no call was waiting`, null)
+      }
+      if (message.id !== waiting.id) {
+        return protocolFault("UnexpectedId", `expected the answer to id ${waiting.id}, got id ${JSON.stringify(message.id)}`)
+      }
+      if (typeof message.ok !== "boolean") {
+        return protocolFault("InvalidEnvelope", "the answer's `ok` field is missing or not a boolean")
+      }
+      pending = undefined
+      Deferred.unsafeDone(waiting.answer, Exit.succeed(message))
+    }
+
+    socket.on("data", (chunk: Uint8Array) => {
+      if (cause !== undefined) return
+      const { fault, frames } = decoder.push(chunk)
+      for (const frame of frames) {
+        if (cause !== undefined) return
+        onFrame(frame)
+      }
+      if (fault !== undefined) protocolFault(fault._tag, describeFault(fault))
+    })
+    socket.on("end", () => {
+      const fault = decoder.end()
+      if (fault !== undefined) protocolFault(fault._tag, describeFault(fault))
+      else workerGone("ConnectionClosed")
+    })
+    socket.on("error", () => workerGone("ConnectionClosed"))
+    socket.on("close", () => workerGone("ConnectionClosed"))
+    yield* Effect.forkScoped(Effect.zipRight(proc.exited, Effect.sync(() => workerGone("ProcessExited"))))
+    yield* Effect.addFinalizer(() => Effect.sync(() => close({ _tag: "ScopeClosed" })))
+
+    /** What a call gets once the client is closed. */
+    const closedError = (method: string, why: CloseCause): CallError =>
+      why._tag === "WorkerExitedError"
+        ? new WorkerExitedError({ ...why, method })
+        : why._tag === "ScopeClosed"
+        ? new WorkerClosedError({ method })
+        : new WorkerClosedError({ method, cause: why })
+
+    /** What the call on the wire gets when the client closes under it: the cause itself. */
+    const pendingError = (method: string, why: CloseCause): CallError =>
+      why._tag === "RpcTimeoutError" || why._tag === "ProtocolError" ? why : closedError(method, why)
+
+    /**
+     * Awaits the answer within the deadline; past it, the worker's state
+     * cannot be trusted, so the client closes.
+     */
+    const settle = (waiting: Pending, deadline: number | undefined, timeoutMillis: number) =>
+      deadline === undefined ? Deferred.await(waiting.answer) : Deferred.await(waiting.answer).pipe(
+        Effect.timeoutFail({
+          duration: Math.max(0, deadline - Date.now()),
+          onTimeout: () => {
+            const error = new RpcTimeoutError({ method: waiting.method, id: waiting.id, pid, timeoutMillis })
+            close(error)
+            return error
+          }
+        })
+      )
+
+    const call = <P, PI, R, RI>(
+      rpc: Rpc<P, PI, R, RI>,
+      params: P,
+      timeout: Option.Option<Duration.Duration>
+    ): Effect.Effect<R, CallError> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const method = rpc.method
+          if (cause !== undefined) return yield* Effect.fail(closedError(method, cause))
+          const encoded = Schema.encodeEither(rpc.params)(params)
+          if (Either.isLeft(encoded)) {
+            return yield* new InvalidArgumentError({
+              where: method,
+              detail: ParseResult.TreeFormatter.formatErrorSync(encoded.left)
+            })
+          }
+          const paramsJson = JSON.stringify(encoded.right)
+          const timeoutMillis = Option.isSome(timeout) ? Duration.toMillis(timeout.value) : 0
+          const deadline = Option.isSome(timeout) ? Date.now() + timeoutMillis : undefined
+
+          // A queued call that times out never reached the wire: the service stays open.
+          yield* restore(
+            deadline === undefined ? permit.take(1) : permit.take(1).pipe(
+              Effect.timeoutFail({
+                duration: timeoutMillis,
+                onTimeout: () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis })
+              })
+            )
+          )
+          if (ending) {
+            yield* permit.release(1)
+            return yield* Effect.flatMap(Deferred.await(closedWith), (why) => Effect.fail(closedError(method, why)))
+          }
+
+          const id = nextId++
+          const waiting: Pending = { id, method, answer: Deferred.unsafeMake(FiberId.none) }
+          pending = waiting
+          socket.write(encodeFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":${paramsJson}}`))
+
+          const answered = yield* Effect.exit(restore(settle(waiting, deadline, timeoutMillis)))
+          if (Exit.isInterrupted(answered)) {
+            yield* Effect.forkIn(Effect.ensuring(Effect.exit(settle(waiting, deadline, timeoutMillis)), permit.release(1)), scope)
+            return yield* Effect.interrupt
+          }
+          yield* permit.release(1)
+          if (Exit.isFailure(answered)) {
+            const why = Cause.failureOption(answered.cause)
+            return yield* Option.isSome(why)
+              ? Effect.fail(pendingError(method, why.value))
+              : Effect.failCause(answered.cause as Cause.Cause<never>)
+          }
+          const envelope = answered.value
+          if (!envelope.ok) return yield* remoteError(method, id, envelope)
+          const decoded = Schema.decodeUnknownEither(rpc.result)(envelope.result ?? null)
+          if (Either.isLeft(decoded)) {
+            const error = new ProtocolError({
+              method,
+              id,
+              pid,
+              reason: "InvalidResult",
+              detail: ParseResult.TreeFormatter.formatErrorSync(decoded.left)
+            })
+            close(error)
+            return yield* error
+          }
+          return decoded.right
+        })
+      )
+
+    return {
+      call,
+      close: Effect.sync(() => close({ _tag: "ScopeClosed" })),
+      closed: Deferred.await(closedWith)
+    } satisfies Client
+  })

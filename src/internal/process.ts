@@ -1,0 +1,186 @@
+/**
+ * Process mechanics: spawn the worker with `Command`, drain its output all the
+ * time, know how it exited, and stop it for sure.
+ *
+ * `Command`'s own release sends SIGTERM and waits without a bound, so the stop
+ * sequence here runs first: SIGTERM (and SIGCONT, so a stopped process can act
+ * on it), a grace, SIGKILL, a bounded wait for the reap, then a SIGKILL sweep
+ * of the process group for children the worker left behind.
+ *
+ * @internal
+ */
+import * as Command from "@effect/platform/Command"
+import type * as CommandExecutor from "@effect/platform/CommandExecutor"
+import type { PlatformError } from "@effect/platform/Error"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import process from "node:process"
+import { WorkerSpawnError } from "../WorkerError.ts"
+
+/** @internal */
+export interface ExitStatus {
+  readonly exitCode: number | null
+  readonly signal: string | null
+}
+
+/** @internal */
+export interface WorkerProcess {
+  readonly pid: number
+  /** Waits for the exit (the process is reaped by then). */
+  readonly exited: Effect.Effect<ExitStatus>
+  readonly exitStatus: Effect.Effect<Option.Option<ExitStatus>>
+  /** The last bytes of stderr, once stderr has drained (briefly bounded: a lingering child may hold it). */
+  readonly stderrTail: Effect.Effect<string>
+  /** Signals the whole process group now; a group that is gone is not an error. */
+  readonly signalGroup: (signal: NodeJS.Signals) => void
+  /** The stop sequence; safe to run more than once. */
+  readonly terminate: Effect.Effect<void>
+}
+
+/** @internal */
+export interface SpawnOptions {
+  readonly executable: string
+  readonly args: ReadonlyArray<string>
+  readonly env: Record<string, string>
+  readonly terminateGrace: Duration.Duration
+  readonly stderrTailBytes: number
+}
+
+/** How long a reap may take after SIGKILL before we stop waiting (a process in uninterruptible sleep). */
+const KILL_WAIT = Duration.seconds(5)
+/** How long an error waits for stderr to reach EOF before it quotes what it has. */
+const STDERR_SETTLE = Duration.millis(300)
+
+/** Keeps the last `maxBytes` of a text stream, cut at line boundaries where possible. */
+class TextTail {
+  private chunks: Array<string> = []
+  private size = 0
+  constructor(private readonly maxBytes: number) {}
+  push(text: string): void {
+    this.chunks.push(text)
+    this.size += text.length
+    while (this.size > this.maxBytes && this.chunks.length > 1) {
+      this.size -= this.chunks.shift()!.length
+    }
+  }
+  get text(): string {
+    const all = this.chunks.join("")
+    if (all.length <= this.maxBytes) return all
+    const cut = all.slice(all.length - this.maxBytes)
+    const newline = cut.indexOf("\n")
+    return newline >= 0 && newline < cut.length - 1 ? cut.slice(newline + 1) : cut
+  }
+}
+
+/**
+ * Node reports death by signal as a failure whose description names the
+ * signal; recover the name so errors can say "killed by SIGKILL".
+ */
+const exitStatusOf = (exit: Effect.Effect<CommandExecutor.ExitCode, PlatformError>) =>
+  exit.pipe(
+    Effect.map((code): ExitStatus => ({ exitCode: code, signal: null })),
+    Effect.catchAll((error) =>
+      Effect.succeed<ExitStatus>({
+        exitCode: null,
+        signal: /\b(SIG[A-Z0-9]+)\b/.exec(error.message)?.[1] ?? "unknown signal"
+      })
+    )
+  )
+
+const spawnError = (executable: string) => (error: PlatformError) =>
+  new WorkerSpawnError({
+    executable,
+    reason: error._tag === "SystemError" && (error.reason === "NotFound" || error.reason === "PermissionDenied")
+      ? error.reason
+      : "Unknown",
+    detail: error.message
+  })
+
+/**
+ * Drains one output stream line by line into the logger at debug level, and
+ * into `tail` when given. Never fails: a broken pipe just ends the drain.
+ */
+const drain = (
+  stream: Stream.Stream<Uint8Array, PlatformError>,
+  name: "stdout" | "stderr",
+  tail: TextTail | undefined
+) =>
+  stream.pipe(
+    Stream.decodeText(),
+    Stream.tap((text) => Effect.sync(() => tail?.push(text))),
+    Stream.splitLines,
+    Stream.runForEach((line) => Effect.logDebug(line)),
+    Effect.annotateLogs("stream", name),
+    Effect.ignore
+  )
+
+/** @internal */
+export const spawn = (
+  options: SpawnOptions
+): Effect.Effect<WorkerProcess, WorkerSpawnError, CommandExecutor.CommandExecutor | Scope.Scope> =>
+  Effect.gen(function*() {
+    // stdin stays an open pipe that we never write: the worker reads EOF on it
+    // when this process dies, which is its cue to exit (opt-in on its side).
+    const command = Command.make(options.executable, ...options.args).pipe(
+      Command.env(options.env),
+      Command.stdin("pipe"),
+      Command.stdout("pipe"),
+      Command.stderr("pipe")
+    )
+    const proc = yield* Command.start(command).pipe(Effect.mapError(spawnError(options.executable)))
+    const pid = proc.pid as number
+
+    const tail = new TextTail(options.stderrTailBytes)
+    const stderrDone = yield* Effect.forkScoped(drain(proc.stderr, "stderr", tail).pipe(Effect.annotateLogs("pid", pid)))
+    const stdoutDone = yield* Effect.forkScoped(drain(proc.stdout, "stdout", undefined).pipe(Effect.annotateLogs("pid", pid)))
+
+    const exitDeferred = yield* Deferred.make<ExitStatus>()
+    yield* Effect.forkScoped(Effect.flatMap(exitStatusOf(proc.exitCode), (status) => Deferred.succeed(exitDeferred, status)))
+    const exited = Deferred.await(exitDeferred)
+
+    const signalGroup = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(-pid, signal)
+      } catch {
+        // ESRCH: the group is already gone.
+      }
+    }
+
+    const waitExit = (duration: Duration.Duration) =>
+      exited.pipe(Effect.interruptible, Effect.timeoutOption(duration))
+
+    const terminate = Effect.gen(function*() {
+      if (Option.isNone(yield* Deferred.poll(exitDeferred))) {
+        signalGroup("SIGTERM")
+        signalGroup("SIGCONT")
+        if (Option.isNone(yield* waitExit(options.terminateGrace))) {
+          yield* Effect.logDebug("worker ignored SIGTERM; sending SIGKILL")
+          signalGroup("SIGKILL")
+          yield* waitExit(KILL_WAIT)
+        }
+      }
+      signalGroup("SIGKILL")
+      yield* Fiber.join(stderrDone).pipe(Effect.zip(Fiber.join(stdoutDone)), Effect.interruptible, Effect.timeoutOption(STDERR_SETTLE))
+    })
+    // Registered after the drains, so it runs before they are interrupted.
+    yield* Effect.addFinalizer(() => terminate)
+
+    return {
+      pid,
+      exited,
+      exitStatus: Effect.flatMap(Deferred.poll(exitDeferred), (poll) =>
+        Option.match(poll, { onNone: () => Effect.succeedNone, onSome: Effect.asSome })
+      ),
+      stderrTail: Fiber.join(stderrDone).pipe(
+        Effect.timeoutOption(STDERR_SETTLE),
+        Effect.map(() => tail.text)
+      ),
+      signalGroup,
+      terminate
+    } satisfies WorkerProcess
+  })

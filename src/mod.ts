@@ -1,0 +1,9 @@
+/**
+ * Run a Python (PyTorch) training worker as a child process and drive it over
+ * the burn_p2p worker protocol, as an Effect service.
+ *
+ * @module
+ */
+export * from "./Protocol.ts"
+export { type CallOptions, make, Options, PythonWorker } from "./PythonWorker.ts"
+export * from "./WorkerError.ts"
