@@ -339,6 +339,14 @@ class WorkerTest(unittest.TestCase):
             worker.result("materialize_model_artifact", {"model_id": model, "artifact_path": path})
             self.assertEqual(json.loads(Path(path).read_text())["windows"], 40)
 
+    def test_echo_workload_can_kill_its_worker_mid_call(self):
+        worker = WorkerProcess(self, factory=ECHO).accept()
+        model = worker.result("init_model", {"device": "cpu"})["model_id"]
+        write_frame(worker.sock, json.dumps({"id": 9, "method": "train_window",
+                                             "params": {"model_id": model, "batches": [micro_epoch([0], exit_code=3)]}}).encode())
+        self.assertIsNone(read_frame(worker.sock, 1024))
+        self.assertEqual(worker.wait()[0], 3)
+
     def test_each_answer_is_one_write_and_arrives_fast(self):
         worker = WorkerProcess(self).accept()
         durations = []
