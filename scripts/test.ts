@@ -30,7 +30,7 @@ const vitest = await run(Deno.execPath(), [
   "--reporter=default",
   "--reporter=json",
   "--outputFile.json=.test-results/vitest.json",
-  ...Deno.args
+  ...Deno.args,
 ])
 let ts = { passed: 0, failed: 0, skipped: 0 }
 try {
@@ -38,7 +38,7 @@ try {
   ts = {
     passed: report.numPassedTests,
     failed: report.numFailedTests,
-    skipped: report.numPendingTests + report.numTodoTests
+    skipped: report.numPendingTests + report.numTodoTests,
   }
 } catch {
   ts.failed = 1

@@ -20,6 +20,31 @@ const wire = <S extends Schema.Schema.All, const Key extends string>(schema: S, 
 
 const U32 = Schema.Int.pipe(Schema.between(0, 0xffff_ffff))
 const U64 = Schema.NonNegativeInt
+/** JSON has no NaN or Infinity. */
+const F64 = Schema.JsonNumber
+
+/**
+ * Any JSON value: what an opaque field (a batch payload, the workload config)
+ * may hold so that it reaches Python unchanged.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const JsonValue: Schema.Schema<JsonValue> = Schema.Union(
+  Schema.Null,
+  Schema.Boolean,
+  F64,
+  Schema.String,
+  Schema.Array(Schema.suspend(() => JsonValue)),
+  Schema.Record({ key: Schema.String, value: Schema.suspend(() => JsonValue) }),
+).annotations({ identifier: "JsonValue" })
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type JsonValue = null | boolean | number | string | ReadonlyArray<JsonValue> | {
+  readonly [key: string]: JsonValue
+}
 
 /**
  * A metric value: an integer, a float, a bool or a string (serde's untagged
@@ -28,7 +53,7 @@ const U64 = Schema.NonNegativeInt
  * @since 0.1.0
  * @category models
  */
-export const MetricValue = Schema.Union(Schema.Number, Schema.Boolean, Schema.String)
+export const MetricValue = Schema.Union(F64, Schema.Boolean, Schema.String)
 
 /**
  * @since 0.1.0
@@ -47,8 +72,8 @@ export type Metrics = typeof Metrics.Type
  */
 export class CapabilityEstimate extends Schema.Class<CapabilityEstimate>("CapabilityEstimate")({
   preferredBackends: wire(Schema.Array(Schema.String), "preferred_backends"),
-  workUnitsPerSecond: wire(Schema.Number, "work_units_per_second"),
-  targetWindowSeconds: wire(U64, "target_window_seconds")
+  workUnitsPerSecond: wire(F64, "work_units_per_second"),
+  targetWindowSeconds: wire(U64, "target_window_seconds"),
 }) {}
 
 /**
@@ -59,7 +84,7 @@ export class Hello extends Schema.Class<Hello>("Hello")({
   protocolVersion: wire(U32, "protocol_version"),
   workloadName: wire(Schema.String, "workload_name"),
   /** Sent by protocol 2 workers only. */
-  capabilities: Schema.optional(Schema.Array(Schema.String))
+  capabilities: Schema.optional(Schema.Array(Schema.String)),
 }) {}
 
 /**
@@ -68,7 +93,7 @@ export class Hello extends Schema.Class<Hello>("Hello")({
  */
 export class CapabilityProbe extends Schema.Class<CapabilityProbe>("CapabilityProbe")({
   runtimeDevice: wire(Schema.String, "runtime_device"),
-  capability: CapabilityEstimate
+  capability: CapabilityEstimate,
 }) {}
 
 /**
@@ -79,7 +104,7 @@ export class CapabilityProbe extends Schema.Class<CapabilityProbe>("CapabilityPr
  */
 export const EvalSplit = Schema.Union(
   Schema.Literal("Train", "Validation", "Test"),
-  Schema.Struct({ Custom: Schema.String })
+  Schema.Struct({ Custom: Schema.String }),
 )
 /**
  * @since 0.1.0
@@ -93,7 +118,7 @@ export type EvalSplit = typeof EvalSplit.Type
  */
 export const MergePolicy = Schema.Union(
   Schema.Literal("WeightedMean", "NormClippedWeightedMean", "TrimmedMean", "Ema", "QualityWeightedEma"),
-  Schema.Struct({ Custom: Schema.String })
+  Schema.Struct({ Custom: Schema.String }),
 )
 /**
  * @since 0.1.0
@@ -111,8 +136,8 @@ export type MergePolicy = typeof MergePolicy.Type
 export const ReconcileStrategy = Schema.Union(
   Schema.Literal("Replace"),
   Schema.Struct({
-    RootEma: Schema.Struct({ canonicalWeight: wire(Schema.Number.pipe(Schema.between(0, 1)), "canonical_weight") })
-  })
+    RootEma: Schema.Struct({ canonicalWeight: wire(F64.pipe(Schema.between(0, 1)), "canonical_weight") }),
+  }),
 )
 /**
  * @since 0.1.0
@@ -126,7 +151,7 @@ export type ReconcileStrategy = typeof ReconcileStrategy.Type
  */
 export const PatchOutcome = Schema.Union(
   Schema.Literal("Applied", "RequiresRestart"),
-  Schema.Struct({ Rejected: Schema.String })
+  Schema.Struct({ Rejected: Schema.String }),
 )
 /**
  * @since 0.1.0
@@ -140,9 +165,9 @@ export type PatchOutcome = typeof PatchOutcome.Type
  */
 export const PatchValue = Schema.Union(
   Schema.Boolean,
-  Schema.Number,
+  F64,
   Schema.String,
-  Schema.Array(Schema.String)
+  Schema.Array(Schema.String),
 )
 
 /**
@@ -154,7 +179,7 @@ export const RuntimePatch = Schema.Struct({
   class: Schema.Literal("Hot", "Warm", "Cold"),
   summary: Schema.String,
   values: Schema.Record({ key: Schema.String, value: PatchValue }),
-  requiredClientCapabilities: wire(Schema.Array(Schema.String), "required_client_capabilities")
+  requiredClientCapabilities: wire(Schema.Array(Schema.String), "required_client_capabilities"),
 })
 /**
  * @since 0.1.0
@@ -171,8 +196,8 @@ export const MergeCandidate = Schema.Struct({
   headId: wire(Schema.String, "head_id"),
   artifactId: wire(Schema.String, "artifact_id"),
   modelId: wire(Schema.String, "model_id"),
-  sampleWeight: wire(Schema.Number, "sample_weight"),
-  qualityWeight: wire(Schema.Number, "quality_weight")
+  sampleWeight: wire(F64, "sample_weight"),
+  qualityWeight: wire(F64, "quality_weight"),
 })
 /**
  * @since 0.1.0
@@ -191,7 +216,7 @@ export const CachedMicroshardGroup = Schema.Struct({
   shardPaths: wire(Schema.Array(Schema.String), "shard_paths"),
   microshardIds: wire(Schema.Array(Schema.String), "microshard_ids"),
   ordinals: Schema.Array(U32),
-  bytesLen: wire(U64, "bytes_len")
+  bytesLen: wire(U64, "bytes_len"),
 })
 
 /**
@@ -208,9 +233,9 @@ export const MicroEpoch = Schema.Struct({
   bytesLen: wire(U64, "bytes_len"),
   pipelineKind: wire(
     Schema.Literal("sharded-static", "indexed-dataset", "generated-dataset", "custom"),
-    "pipeline_kind"
+    "pipeline_kind",
   ),
-  payload: Schema.Unknown
+  payload: JsonValue,
 })
 
 /**
@@ -228,11 +253,15 @@ const ModelHandle = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
 const OptionalModelHandle = Schema.Struct({ modelId: wire(Schema.NullOr(Schema.String), "model_id") })
 const MetricsResult = Schema.Struct({ metrics: Metrics })
 /** Acks are `{}` (extra fields ignored); a missing result reads as null, which is accepted too. */
-const Ack = Schema.Union(Schema.Null, Schema.Struct({}))
+const Ack = Schema.transform(
+  Schema.Union(Schema.Null, Schema.Record({ key: Schema.String, value: Schema.Unknown })),
+  Schema.Void,
+  { strict: true, decode: () => undefined, encode: () => ({}) },
+)
 const ModelRef = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
 const ArtifactParams = Schema.Struct({
   modelId: wire(Schema.String, "model_id"),
-  artifactPath: wire(Schema.String, "artifact_path")
+  artifactPath: wire(Schema.String, "artifact_path"),
 })
 
 /**
@@ -252,7 +281,7 @@ const rpc = <P, PI, R, RI>(
   method: string,
   params: Schema.Schema<P, PI>,
   result: Schema.Schema<R, RI>,
-  doc: string
+  doc: string,
 ): Rpc<P, PI, R, RI> => ({ method, params, result, doc })
 
 /**
@@ -267,66 +296,71 @@ export const Rpcs = {
     "capability_probe",
     Schema.Null,
     CapabilityProbe,
-    "the device the workload runs on and its measured throughput"
+    "the device the workload runs on and its measured throughput",
   ),
   initModel: rpc("init_model", Schema.Struct({ device: Schema.String }), ModelHandle, "a new model; its id"),
   trainWindow: rpc(
     "train_window",
     Schema.Struct({ modelId: wire(Schema.String, "model_id"), batches: Schema.Array(BatchRef) }),
     MetricsResult,
-    "trains the model on the batches; training metrics"
+    "trains the model on the batches; training metrics",
   ),
   evaluate: rpc(
     "evaluate",
     Schema.Struct({ modelId: wire(Schema.String, "model_id"), split: EvalSplit }),
     MetricsResult,
-    "evaluates the model on a split; metrics"
+    "evaluates the model on a split; metrics",
   ),
-  applyPatch: rpc("apply_patch", RuntimePatch, PatchOutcome, "applies a runtime patch (the patch object is the params)"),
+  applyPatch: rpc(
+    "apply_patch",
+    RuntimePatch,
+    PatchOutcome,
+    "applies a runtime patch (the patch object is the params)",
+  ),
   loadModelArtifact: rpc(
     "load_model_artifact",
     ArtifactParams,
     Ack,
-    "replaces the model's weights with the artifact file's"
+    "replaces the model's weights with the artifact file's",
   ),
   materializeModelArtifact: rpc(
     "materialize_model_artifact",
     ArtifactParams,
     Ack,
-    "writes the model's weights to an artifact file"
+    "writes the model's weights to an artifact file",
   ),
   mergeCandidateModels: rpc(
     "merge_candidate_models",
     Schema.Struct({
       baseModelId: wire(Schema.String, "base_model_id"),
       candidates: Schema.Array(MergeCandidate),
-      policy: MergePolicy
+      policy: MergePolicy,
     }),
     OptionalModelHandle,
-    "merges candidate models into a new model, or none"
+    "merges candidate models into a new model, or none",
   ),
   applySingleRootEma: rpc(
     "apply_single_root_ema",
     Schema.Struct({
       baseModelId: wire(Schema.String, "base_model_id"),
       mergedModelId: wire(Schema.String, "merged_model_id"),
-      policy: MergePolicy
+      policy: MergePolicy,
     }),
     ModelHandle,
-    "moves the merged model toward the base (updated in place); the merged id"
+    "moves the merged model toward the base (updated in place); the merged id",
   ),
   reconcileCanonicalModel: rpc(
     "reconcile_canonical_model",
     Schema.Struct({
       localModelId: wire(Schema.String, "local_model_id"),
       canonicalModelId: wire(Schema.String, "canonical_model_id"),
-      strategy: ReconcileStrategy
+      strategy: ReconcileStrategy,
     }),
     ModelHandle,
-    "reconciles the canonical model with the local one (updated in place); the canonical id"
+    "reconciles the canonical model with the local one (updated in place); the canonical id",
   ),
   releaseModel: rpc("release_model", ModelRef, Ack, "frees the model; an unknown id is not an error"),
-  shutdown: rpc("shutdown", Schema.Null, Ack, "the worker answers, then exits (sent by the layer on release)")
+  shutdown: rpc("shutdown", Schema.Null, Ack, "the worker answers, then exits (sent by the layer on release)"),
 } as const
 
 /**

@@ -37,14 +37,14 @@ import {
   type ReconcileStrategy,
   type Rpc,
   Rpcs,
-  type RuntimePatch
+  type RuntimePatch,
 } from "./Protocol.ts"
 import {
   type CallError,
   InvalidArgumentError,
   ProtocolError,
   type StartError,
-  WorkerConnectError
+  WorkerConnectError,
 } from "./WorkerError.ts"
 
 /** The folder holding `burn_p2p_python_runtime`, first on the worker's PYTHONPATH. */
@@ -53,10 +53,10 @@ const RUNTIME_ROOT = fileURLToPath(new URL("../python", import.meta.url))
 const DurationInput = Schema.transform(
   Schema.declare((u): u is Duration.DurationInput => Option.isSome(Duration.decodeUnknown(u)), {
     identifier: "DurationInput",
-    description: "a duration: milliseconds, \"5 seconds\", or a Duration"
+    description: 'a duration: milliseconds, "5 seconds", or a Duration',
   }),
   Schema.DurationFromSelf,
-  { strict: true, decode: (input) => Duration.decode(input), encode: (duration) => duration }
+  { strict: true, decode: (input) => Duration.decode(input), encode: (duration) => duration },
 )
 
 const withDefault = <A, I>(schema: Schema.Schema<A, I>, value: () => NoInfer<A>) =>
@@ -74,8 +74,8 @@ export const Options = Schema.Struct({
   /** `module:attr` of the workload factory, called with `workloadConfig`. */
   workloadFactory: Schema.String.pipe(
     Schema.pattern(new RegExp(`^${Identifier}:${Identifier}$`), {
-      message: (issue) => `expected "module:attr" (e.g. "my_pkg.workload:make"), got ${JSON.stringify(issue.actual)}`
-    })
+      message: (issue) => `expected "module:attr" (e.g. "my_pkg.workload:make"), got ${JSON.stringify(issue.actual)}`,
+    }),
   ),
   workloadConfig: withDefault(Schema.Unknown, () => ({})),
   pythonExecutable: withDefault(Schema.NonEmptyString, () => "python3"),
@@ -91,7 +91,7 @@ export const Options = Schema.Struct({
   maxFrameBytes: withDefault(Schema.Int.pipe(Schema.between(1, Number.MAX_SAFE_INTEGER)), () => 256 * 1024 * 1024),
   stderrTailBytes: withDefault(Schema.Int.pipe(Schema.positive()), () => 64 * 1024),
   /** The worker exits when this process dies (it watches its stdin pipe for EOF). */
-  exitWithParent: withDefault(Schema.Boolean, () => true)
+  exitWithParent: withDefault(Schema.Boolean, () => true),
 })
 
 /**
@@ -128,7 +128,7 @@ export declare namespace PythonWorker {
     readonly trainWindow: (
       modelId: string,
       batches: ReadonlyArray<BatchRef>,
-      options?: CallOptions
+      options?: CallOptions,
     ) => Effect.Effect<Metrics, CallError>
     readonly evaluate: (modelId: string, split: EvalSplit, options?: CallOptions) => Effect.Effect<Metrics, CallError>
     readonly applyPatch: (patch: RuntimePatch, options?: CallOptions) => Effect.Effect<PatchOutcome, CallError>
@@ -136,34 +136,38 @@ export declare namespace PythonWorker {
     readonly materializeModelArtifact: (
       modelId: string,
       path: string,
-      options?: CallOptions
+      options?: CallOptions,
     ) => Effect.Effect<void, CallError>
     readonly mergeCandidateModels: (
       baseModelId: string,
       candidates: ReadonlyArray<MergeCandidate>,
       policy: MergePolicy,
-      options?: CallOptions
+      options?: CallOptions,
     ) => Effect.Effect<Option.Option<string>, CallError>
     readonly applySingleRootEma: (
       baseModelId: string,
       mergedModelId: string,
       policy: MergePolicy,
-      options?: CallOptions
+      options?: CallOptions,
     ) => Effect.Effect<string, CallError>
     readonly reconcileCanonicalModel: (
       localModelId: string,
       canonicalModelId: string,
       strategy: ReconcileStrategy,
-      options?: CallOptions
+      options?: CallOptions,
     ) => Effect.Effect<string, CallError>
     readonly releaseModel: (modelId: string, options?: CallOptions) => Effect.Effect<void, CallError>
     /** Any method of `Rpcs` by its descriptor: the typed escape hatch the methods above are built on. */
-    readonly call: <P, PI, R, RI>(rpc: Rpc<P, PI, R, RI>, params: P, options?: CallOptions) => Effect.Effect<R, CallError>
+    readonly call: <P, PI, R, RI>(
+      rpc: Rpc<P, PI, R, RI>,
+      params: P,
+      options?: CallOptions,
+    ) => Effect.Effect<R, CallError>
   }
 }
 
 const PythonWorkerBase: Context.TagClass<PythonWorker, "burn-p2p/PythonWorker", PythonWorker.Service> = Context.Tag(
-  "burn-p2p/PythonWorker"
+  "burn-p2p/PythonWorker",
 )<PythonWorker, PythonWorker.Service>()
 
 /**
@@ -189,7 +193,7 @@ const decodeOptions = (options: PythonWorker.Options) =>
   Either.flatMap(
     Either.mapLeft(
       Schema.decodeUnknownEither(Options, { onExcessProperty: "error" })(options),
-      (error) => ParseResult.TreeFormatter.formatErrorSync(error)
+      (error) => ParseResult.TreeFormatter.formatErrorSync(error),
     ),
     (decoded) => {
       try {
@@ -197,7 +201,7 @@ const decodeOptions = (options: PythonWorker.Options) =>
       } catch (error) {
         return Either.left(`workloadConfig is not JSON-serializable: ${(error as Error).message}`)
       }
-    }
+    },
   ).pipe(Either.mapLeft((detail) => new InvalidArgumentError({ where: "PythonWorker.layer", detail })))
 
 /**
@@ -207,12 +211,16 @@ const decodeOptions = (options: PythonWorker.Options) =>
  * @category constructors
  */
 export const make = (
-  options: PythonWorker.Options
+  options: PythonWorker.Options,
 ): Effect.Effect<PythonWorker.Service, StartError, Scope.Scope | CommandExecutor.CommandExecutor> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const config = yield* decodeOptions(options)
     const listener = yield* accept.listen
-    const pythonPath = [RUNTIME_ROOT, ...config.moduleSearchRoots, ...(process.env.PYTHONPATH ? [process.env.PYTHONPATH] : [])]
+    const pythonPath = [
+      RUNTIME_ROOT,
+      ...config.moduleSearchRoots,
+      ...(process.env.PYTHONPATH ? [process.env.PYTHONPATH] : []),
+    ]
     const proc = yield* workerProcess.spawn({
       executable: config.pythonExecutable,
       args: [
@@ -225,17 +233,17 @@ export const make = (
         "--connect-host",
         "127.0.0.1",
         "--connect-port",
-        String(listener.port)
+        String(listener.port),
       ],
       env: {
         PYTHONPATH: pythonPath.join(":"),
         PYTHONUNBUFFERED: "1",
         BURN_P2P_WORKER_MAX_FRAME_BYTES: String(config.maxFrameBytes),
         ...(config.exitWithParent ? { BURN_P2P_WORKER_EXIT_ON_STDIN_EOF: "1" } : {}),
-        ...config.env
+        ...config.env,
       },
       terminateGrace: config.terminateGrace,
-      stderrTailBytes: config.stderrTailBytes
+      stderrTailBytes: config.stderrTailBytes,
     })
     const pid = proc.pid
 
@@ -251,26 +259,26 @@ export const make = (
               pid,
               exitCode: Option.isSome(status) ? status.value.exitCode : null,
               signal: Option.isSome(status) ? status.value.signal : null,
-              stderrTail
-            })
-          )
+              stderrTail,
+            }),
+          ),
       )
     const socket = yield* listener.accepted.pipe(
       Effect.timeoutOption(config.connectTimeout),
       Effect.raceFirst(Effect.zipRight(proc.exited, connectFailure("Exited", "the process exited"))),
       Effect.flatMap(Option.match({
         onNone: () => connectFailure("Timeout", "deadline passed"),
-        onSome: Effect.succeed
-      }))
+        onSome: Effect.succeed,
+      })),
     )
 
     const wire = yield* client.make({ socket, process: proc, maxFrameBytes: config.maxFrameBytes })
     // Registered last, so it runs first on release: a polite `shutdown` while
     // the socket is open, then the process finalizer's SIGTERM/SIGKILL.
     yield* Effect.addFinalizer(() =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const acknowledged = yield* wire.call(Rpcs.shutdown, null, Option.some(config.shutdownTimeout)).pipe(
-          Effect.isSuccess
+          Effect.isSuccess,
         )
         if (acknowledged) yield* proc.exited.pipe(Effect.interruptible, Effect.timeoutOption(config.shutdownTimeout))
         yield* wire.close
@@ -282,7 +290,7 @@ export const make = (
       wire.call(
         rpc,
         params,
-        options?.timeout === undefined ? config.callTimeout : Option.some(Duration.decode(options.timeout))
+        options?.timeout === undefined ? config.callTimeout : Option.some(Duration.decode(options.timeout)),
       )
 
     const info = yield* call(Rpcs.hello, null)
@@ -292,7 +300,7 @@ export const make = (
         id: 1,
         pid,
         reason: "UnsupportedVersion",
-        detail: `the worker speaks protocol ${info.protocolVersion}; this client speaks ${PROTOCOL_VERSION}`
+        detail: `the worker speaks protocol ${info.protocolVersion}; this client speaks ${PROTOCOL_VERSION}`,
       })
     }
     yield* Effect.logDebug(`worker ready: ${info.workloadName}, protocol ${info.protocolVersion}`)
@@ -301,61 +309,63 @@ export const make = (
       pid,
       info,
       call,
-      hello: Effect.fn("PythonWorker.hello")(function*(options?: CallOptions) {
+      hello: Effect.fn("PythonWorker.hello")(function* (options?: CallOptions) {
         return yield* call(Rpcs.hello, null, options)
       }),
-      capabilityProbe: Effect.fn("PythonWorker.capabilityProbe")(function*(options?: CallOptions) {
+      capabilityProbe: Effect.fn("PythonWorker.capabilityProbe")(function* (options?: CallOptions) {
         return yield* call(Rpcs.capabilityProbe, null, options)
       }),
-      initModel: Effect.fn("PythonWorker.initModel")(function*(device: string, options?: CallOptions) {
+      initModel: Effect.fn("PythonWorker.initModel")(function* (device: string, options?: CallOptions) {
         return (yield* call(Rpcs.initModel, { device }, options)).modelId
       }),
       trainWindow: Effect.fn("PythonWorker.trainWindow")(
-        function*(modelId: string, batches: ReadonlyArray<BatchRef>, options?: CallOptions) {
+        function* (modelId: string, batches: ReadonlyArray<BatchRef>, options?: CallOptions) {
           return (yield* call(Rpcs.trainWindow, { modelId, batches }, options)).metrics
-        }
+        },
       ),
-      evaluate: Effect.fn("PythonWorker.evaluate")(function*(modelId: string, split: EvalSplit, options?: CallOptions) {
-        return (yield* call(Rpcs.evaluate, { modelId, split }, options)).metrics
-      }),
-      applyPatch: Effect.fn("PythonWorker.applyPatch")(function*(patch: RuntimePatch, options?: CallOptions) {
+      evaluate: Effect.fn("PythonWorker.evaluate")(
+        function* (modelId: string, split: EvalSplit, options?: CallOptions) {
+          return (yield* call(Rpcs.evaluate, { modelId, split }, options)).metrics
+        },
+      ),
+      applyPatch: Effect.fn("PythonWorker.applyPatch")(function* (patch: RuntimePatch, options?: CallOptions) {
         return yield* call(Rpcs.applyPatch, patch, options)
       }),
       loadModelArtifact: Effect.fn("PythonWorker.loadModelArtifact")(
-        function*(modelId: string, artifactPath: string, options?: CallOptions) {
+        function* (modelId: string, artifactPath: string, options?: CallOptions) {
           yield* call(Rpcs.loadModelArtifact, { modelId, artifactPath }, options)
-        }
+        },
       ),
       materializeModelArtifact: Effect.fn("PythonWorker.materializeModelArtifact")(
-        function*(modelId: string, artifactPath: string, options?: CallOptions) {
+        function* (modelId: string, artifactPath: string, options?: CallOptions) {
           yield* call(Rpcs.materializeModelArtifact, { modelId, artifactPath }, options)
-        }
+        },
       ),
       mergeCandidateModels: Effect.fn("PythonWorker.mergeCandidateModels")(
-        function*(
+        function* (
           baseModelId: string,
           candidates: ReadonlyArray<MergeCandidate>,
           policy: MergePolicy,
-          options?: CallOptions
+          options?: CallOptions,
         ) {
           const result = yield* call(Rpcs.mergeCandidateModels, { baseModelId, candidates, policy }, options)
           return Option.fromNullable(result.modelId)
-        }
+        },
       ),
       applySingleRootEma: Effect.fn("PythonWorker.applySingleRootEma")(
-        function*(baseModelId: string, mergedModelId: string, policy: MergePolicy, options?: CallOptions) {
+        function* (baseModelId: string, mergedModelId: string, policy: MergePolicy, options?: CallOptions) {
           return (yield* call(Rpcs.applySingleRootEma, { baseModelId, mergedModelId, policy }, options)).modelId
-        }
+        },
       ),
       reconcileCanonicalModel: Effect.fn("PythonWorker.reconcileCanonicalModel")(
-        function*(localModelId: string, canonicalModelId: string, strategy: ReconcileStrategy, options?: CallOptions) {
+        function* (localModelId: string, canonicalModelId: string, strategy: ReconcileStrategy, options?: CallOptions) {
           return (yield* call(Rpcs.reconcileCanonicalModel, { localModelId, canonicalModelId, strategy }, options))
             .modelId
-        }
+        },
       ),
-      releaseModel: Effect.fn("PythonWorker.releaseModel")(function*(modelId: string, options?: CallOptions) {
+      releaseModel: Effect.fn("PythonWorker.releaseModel")(function* (modelId: string, options?: CallOptions) {
         yield* call(Rpcs.releaseModel, { modelId }, options)
-      })
+      }),
     }
     return service
   }).pipe(Effect.withSpan("PythonWorker.make"))

@@ -28,7 +28,7 @@ const ExitFields = {
   pid: Schema.NullOr(Schema.Number),
   exitCode: Schema.NullOr(Schema.Number),
   signal: Schema.NullOr(Schema.String),
-  stderrTail: Schema.String
+  stderrTail: Schema.String,
 }
 
 /**
@@ -40,7 +40,7 @@ const ExitFields = {
 export class WorkerSpawnError extends Schema.TaggedError<WorkerSpawnError>()("WorkerSpawnError", {
   executable: Schema.String,
   reason: Schema.Literal("NotFound", "PermissionDenied", "Unknown"),
-  detail: Schema.String
+  detail: Schema.String,
 }) {
   override get message(): string {
     const hint = this.reason === "NotFound"
@@ -64,7 +64,7 @@ export class WorkerConnectError extends Schema.TaggedError<WorkerConnectError>()
   reason: Schema.Literal("Exited", "Timeout", "Listen"),
   timeoutMillis: Schema.Number,
   detail: Schema.String,
-  ...ExitFields
+  ...ExitFields,
 }) {
   override get message(): string {
     const who = `Python worker (pid ${this.pid ?? "?"})`
@@ -87,7 +87,7 @@ export class WorkerConnectError extends Schema.TaggedError<WorkerConnectError>()
 export class WorkerExitedError extends Schema.TaggedError<WorkerExitedError>()("WorkerExitedError", {
   method: Schema.NullOr(Schema.String),
   reason: Schema.Literal("ProcessExited", "ConnectionClosed"),
-  ...ExitFields
+  ...ExitFields,
 }) {
   override get message(): string {
     const who = `Python worker (pid ${this.pid ?? "?"})`
@@ -112,7 +112,7 @@ export class RemoteError extends Schema.TaggedError<RemoteError>()("RemoteError"
   /** The Python exception class, e.g. `ValueError`; parsed from the text when the worker does not send it. */
   errorType: Schema.String,
   remoteMessage: Schema.String,
-  traceback: Schema.String
+  traceback: Schema.String,
 }) {
   override get message(): string {
     return `${this.method}#${this.id} failed in Python: ${this.errorType}: ${this.remoteMessage}`
@@ -139,9 +139,9 @@ export class ProtocolError extends Schema.TaggedError<ProtocolError>()("Protocol
     "UnexpectedId",
     "UnsolicitedFrame",
     "InvalidResult",
-    "UnsupportedVersion"
+    "UnsupportedVersion",
   ),
-  detail: Schema.String
+  detail: Schema.String,
 }) {
   override get message(): string {
     const call = this.method === null ? "" : `${this.method}${this.id === null ? "" : `#${this.id}`}: `
@@ -161,7 +161,7 @@ export class RpcTimeoutError extends Schema.TaggedError<RpcTimeoutError>()("RpcT
   method: Schema.String,
   id: Schema.NullOr(Schema.Number),
   pid: Schema.NullOr(Schema.Number),
-  timeoutMillis: Schema.Number
+  timeoutMillis: Schema.Number,
 }) {
   override get message(): string {
     const where = this.id === null ? "while queued behind other calls" : "waiting for the worker's answer"
@@ -178,7 +178,7 @@ export class RpcTimeoutError extends Schema.TaggedError<RpcTimeoutError>()("RpcT
  */
 export class WorkerClosedError extends Schema.TaggedError<WorkerClosedError>()("WorkerClosedError", {
   method: Schema.String,
-  cause: Schema.optional(Schema.Union(RpcTimeoutError, ProtocolError))
+  cause: Schema.optional(Schema.Union(RpcTimeoutError, ProtocolError)),
 }) {
   override get message(): string {
     const why = this.cause === undefined ? "its scope has closed" : `it was closed after: ${this.cause.message}`
@@ -195,7 +195,7 @@ export class WorkerClosedError extends Schema.TaggedError<WorkerClosedError>()("
 export class InvalidArgumentError extends Schema.TaggedError<InvalidArgumentError>()("InvalidArgumentError", {
   /** `PythonWorker.layer` for options, else the method name. */
   where: Schema.String,
-  detail: Schema.String
+  detail: Schema.String,
 }) {
   override get message(): string {
     return `invalid argument to ${this.where}: ${this.detail}`

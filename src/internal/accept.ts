@@ -25,11 +25,11 @@ const listenError = (cause: unknown) =>
     pid: null,
     exitCode: null,
     signal: null,
-    stderrTail: ""
+    stderrTail: "",
   })
 
 /** @internal */
-export const listen: Effect.Effect<Listener, WorkerConnectError, Scope.Scope> = Effect.gen(function*() {
+export const listen: Effect.Effect<Listener, WorkerConnectError, Scope.Scope> = Effect.gen(function* () {
   const accepted = yield* Deferred.make<Net.Socket>()
   let connection: Net.Socket | undefined
   const server = yield* Effect.acquireRelease(
@@ -38,7 +38,7 @@ export const listen: Effect.Effect<Listener, WorkerConnectError, Scope.Scope> = 
       server.once("error", (cause) => resume(Effect.fail(listenError(cause))))
       server.listen({ host: "127.0.0.1", port: 0 }, () => resume(Effect.succeed(server)))
     }),
-    (server) => Effect.sync(() => server.close())
+    (server) => Effect.sync(() => server.close()),
   )
   server.on("connection", (socket) => {
     if (connection !== undefined) {

@@ -35,9 +35,9 @@ import {
   RemoteError,
   RpcTimeoutError,
   WorkerClosedError,
-  WorkerExitedError
+  WorkerExitedError,
 } from "../WorkerError.ts"
-import { encodeFrame, type FrameFault, FrameDecoder } from "./frame.ts"
+import { encodeFrame, FrameDecoder, type FrameFault } from "./frame.ts"
 import type { WorkerProcess } from "./process.ts"
 
 /** Why the client closed. `ScopeClosed` is the orderly end. */
@@ -63,7 +63,7 @@ export interface Client {
   readonly call: <P, PI, R, RI>(
     rpc: Rpc<P, PI, R, RI>,
     params: P,
-    timeout: Option.Option<Duration.Duration>
+    timeout: Option.Option<Duration.Duration>,
   ) => Effect.Effect<R, CallError>
   /** Closes the client (idempotent); the pending call, if any, fails with `WorkerClosedError`. */
   readonly close: Effect.Effect<void>
@@ -88,11 +88,9 @@ const remoteError = (method: string, id: number, envelope: Envelope): RemoteErro
   const firstLine = lines[0] ?? ""
   const last = lines[lines.length - 1] ?? ""
   const parsed = /^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)?): ?(.*)$/.exec(
-    typeof envelope.error_type === "string" ? firstLine : last
+    typeof envelope.error_type === "string" ? firstLine : last,
   )
-  const errorType = typeof envelope.error_type === "string"
-    ? envelope.error_type
-    : parsed?.[1] ?? "Exception"
+  const errorType = typeof envelope.error_type === "string" ? envelope.error_type : parsed?.[1] ?? "Exception"
   const remoteMessage = parsed !== null && (parsed[1] === errorType) ? parsed[2] : firstLine
   const traceback = typeof envelope.traceback === "string" ? envelope.traceback : text
   return new RemoteError({ method, id, errorType, remoteMessage, traceback })
@@ -104,7 +102,7 @@ export const make = (options: {
   readonly process: WorkerProcess
   readonly maxFrameBytes: number
 }): Effect.Effect<Client, never, Scope.Scope> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const { socket, process: proc } = options
     const pid = proc.pid
     const scope = yield* Effect.scope
@@ -140,7 +138,7 @@ export const make = (options: {
     const workerGone = (reason: WorkerExitedError["reason"]) => {
       if (ending) return
       ending = true
-      runFork(Effect.gen(function*() {
+      runFork(Effect.gen(function* () {
         const status = yield* proc.exited.pipe(Effect.timeoutOption(EXIT_SETTLE))
         const stderrTail = yield* proc.stderrTail
         close(
@@ -150,8 +148,8 @@ export const make = (options: {
             pid,
             exitCode: Option.isSome(status) ? status.value.exitCode : null,
             signal: Option.isSome(status) ? status.value.signal : null,
-            stderrTail
-          })
+            stderrTail,
+          }),
         )
       }))
     }
@@ -166,19 +164,31 @@ export const make = (options: {
           isUtf8 ? "InvalidUtf8" : "InvalidJson",
           isUtf8
             ? `a ${bytes.length}-byte frame is not valid UTF-8`
-            : `${(error as Error).message}; frame starts ${JSON.stringify(Buffer.from(bytes.subarray(0, 120)).toString())}`
+            : `${(error as Error).message}; frame starts ${
+              JSON.stringify(Buffer.from(bytes.subarray(0, 120)).toString())
+            }`,
         )
       }
       if (typeof envelope !== "object" || envelope === null || Array.isArray(envelope)) {
-        return protocolFault("InvalidEnvelope", `frame is not a JSON object: ${JSON.stringify(envelope)?.slice(0, 120)}`)
+        return protocolFault(
+          "InvalidEnvelope",
+          `frame is not a JSON object: ${JSON.stringify(envelope)?.slice(0, 120)}`,
+        )
       }
       const message = envelope as Envelope
       const waiting = pending
       if (waiting === undefined) {
-        return protocolFault("UnsolicitedFrame", `a frame with id ${JSON.stringify(message.id)} arrived while no call was waiting`, null)
+        return protocolFault(
+          "UnsolicitedFrame",
+          `a frame with id ${JSON.stringify(message.id)} arrived while no call was waiting`,
+          null,
+        )
       }
       if (message.id !== waiting.id) {
-        return protocolFault("UnexpectedId", `expected the answer to id ${waiting.id}, got id ${JSON.stringify(message.id)}`)
+        return protocolFault(
+          "UnexpectedId",
+          `expected the answer to id ${waiting.id}, got id ${JSON.stringify(message.id)}`,
+        )
       }
       if (typeof message.ok !== "boolean") {
         return protocolFault("InvalidEnvelope", "the answer's `ok` field is missing or not a boolean")
@@ -230,24 +240,24 @@ export const make = (options: {
             const error = new RpcTimeoutError({ method: waiting.method, id: waiting.id, pid, timeoutMillis })
             close(error)
             return error
-          }
-        })
+          },
+        }),
       )
 
     const call = <P, PI, R, RI>(
       rpc: Rpc<P, PI, R, RI>,
       params: P,
-      timeout: Option.Option<Duration.Duration>
+      timeout: Option.Option<Duration.Duration>,
     ): Effect.Effect<R, CallError> =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           const method = rpc.method
           if (cause !== undefined) return yield* Effect.fail(closedError(method, cause))
           const encoded = Schema.encodeEither(rpc.params)(params)
           if (Either.isLeft(encoded)) {
             return yield* new InvalidArgumentError({
               where: method,
-              detail: ParseResult.TreeFormatter.formatErrorSync(encoded.left)
+              detail: ParseResult.TreeFormatter.formatErrorSync(encoded.left),
             })
           }
           const paramsJson = JSON.stringify(encoded.right)
@@ -259,9 +269,9 @@ export const make = (options: {
             deadline === undefined ? permit.take(1) : permit.take(1).pipe(
               Effect.timeoutFail({
                 duration: timeoutMillis,
-                onTimeout: () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis })
-              })
-            )
+                onTimeout: () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis }),
+              }),
+            ),
           )
           if (ending) {
             yield* permit.release(1)
@@ -275,7 +285,10 @@ export const make = (options: {
 
           const answered = yield* Effect.exit(restore(settle(waiting, deadline, timeoutMillis)))
           if (Exit.isInterrupted(answered)) {
-            yield* Effect.forkIn(Effect.ensuring(Effect.exit(settle(waiting, deadline, timeoutMillis)), permit.release(1)), scope)
+            yield* Effect.forkIn(
+              Effect.ensuring(Effect.exit(settle(waiting, deadline, timeoutMillis)), permit.release(1)),
+              scope,
+            )
             return yield* Effect.interrupt
           }
           yield* permit.release(1)
@@ -294,7 +307,7 @@ export const make = (options: {
               id,
               pid,
               reason: "InvalidResult",
-              detail: ParseResult.TreeFormatter.formatErrorSync(decoded.left)
+              detail: ParseResult.TreeFormatter.formatErrorSync(decoded.left),
             })
             close(error)
             return yield* error
@@ -306,6 +319,6 @@ export const make = (options: {
     return {
       call,
       close: Effect.sync(() => close({ _tag: "ScopeClosed" })),
-      closed: Deferred.await(closedWith)
+      closed: Deferred.await(closedWith),
     } satisfies Client
   })

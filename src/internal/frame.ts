@@ -98,7 +98,7 @@ export class FrameDecoder {
     return {
       _tag: "TruncatedFrame",
       expected: this.body === undefined ? HEADER_BYTES : HEADER_BYTES + this.body.length,
-      received: this.buffered
+      received: this.buffered,
     }
   }
 

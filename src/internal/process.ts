@@ -87,9 +87,9 @@ const exitStatusOf = (exit: Effect.Effect<CommandExecutor.ExitCode, PlatformErro
     Effect.catchAll((error) =>
       Effect.succeed<ExitStatus>({
         exitCode: null,
-        signal: /\b(SIG[A-Z0-9]+)\b/.exec(error.message)?.[1] ?? "unknown signal"
+        signal: /\b(SIG[A-Z0-9]+)\b/.exec(error.message)?.[1] ?? "unknown signal",
       })
-    )
+    ),
   )
 
 const spawnError = (executable: string) => (error: PlatformError) =>
@@ -98,7 +98,7 @@ const spawnError = (executable: string) => (error: PlatformError) =>
     reason: error._tag === "SystemError" && (error.reason === "NotFound" || error.reason === "PermissionDenied")
       ? error.reason
       : "Unknown",
-    detail: error.message
+    detail: error.message,
   })
 
 /**
@@ -108,7 +108,7 @@ const spawnError = (executable: string) => (error: PlatformError) =>
 const drain = (
   stream: Stream.Stream<Uint8Array, PlatformError>,
   name: "stdout" | "stderr",
-  tail: TextTail | undefined
+  tail: TextTail | undefined,
 ) =>
   stream.pipe(
     Stream.decodeText(),
@@ -116,31 +116,37 @@ const drain = (
     Stream.splitLines,
     Stream.runForEach((line) => Effect.logDebug(line)),
     Effect.annotateLogs("stream", name),
-    Effect.ignore
+    Effect.ignore,
   )
 
 /** @internal */
 export const spawn = (
-  options: SpawnOptions
+  options: SpawnOptions,
 ): Effect.Effect<WorkerProcess, WorkerSpawnError, CommandExecutor.CommandExecutor | Scope.Scope> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     // stdin stays an open pipe that we never write: the worker reads EOF on it
     // when this process dies, which is its cue to exit (opt-in on its side).
     const command = Command.make(options.executable, ...options.args).pipe(
       Command.env(options.env),
       Command.stdin("pipe"),
       Command.stdout("pipe"),
-      Command.stderr("pipe")
+      Command.stderr("pipe"),
     )
     const proc = yield* Command.start(command).pipe(Effect.mapError(spawnError(options.executable)))
     const pid = proc.pid as number
 
     const tail = new TextTail(options.stderrTailBytes)
-    const stderrDone = yield* Effect.forkScoped(drain(proc.stderr, "stderr", tail).pipe(Effect.annotateLogs("pid", pid)))
-    const stdoutDone = yield* Effect.forkScoped(drain(proc.stdout, "stdout", undefined).pipe(Effect.annotateLogs("pid", pid)))
+    const stderrDone = yield* Effect.forkScoped(
+      drain(proc.stderr, "stderr", tail).pipe(Effect.annotateLogs("pid", pid)),
+    )
+    const stdoutDone = yield* Effect.forkScoped(
+      drain(proc.stdout, "stdout", undefined).pipe(Effect.annotateLogs("pid", pid)),
+    )
 
     const exitDeferred = yield* Deferred.make<ExitStatus>()
-    yield* Effect.forkScoped(Effect.flatMap(exitStatusOf(proc.exitCode), (status) => Deferred.succeed(exitDeferred, status)))
+    yield* Effect.forkScoped(
+      Effect.flatMap(exitStatusOf(proc.exitCode), (status) => Deferred.succeed(exitDeferred, status)),
+    )
     const exited = Deferred.await(exitDeferred)
 
     const signalGroup = (signal: NodeJS.Signals) => {
@@ -151,10 +157,9 @@ export const spawn = (
       }
     }
 
-    const waitExit = (duration: Duration.Duration) =>
-      exited.pipe(Effect.interruptible, Effect.timeoutOption(duration))
+    const waitExit = (duration: Duration.Duration) => exited.pipe(Effect.interruptible, Effect.timeoutOption(duration))
 
-    const terminate = Effect.gen(function*() {
+    const terminate = Effect.gen(function* () {
       if (Option.isNone(yield* Deferred.poll(exitDeferred))) {
         signalGroup("SIGTERM")
         signalGroup("SIGCONT")
@@ -165,7 +170,11 @@ export const spawn = (
         }
       }
       signalGroup("SIGKILL")
-      yield* Fiber.join(stderrDone).pipe(Effect.zip(Fiber.join(stdoutDone)), Effect.interruptible, Effect.timeoutOption(STDERR_SETTLE))
+      yield* Fiber.join(stderrDone).pipe(
+        Effect.zip(Fiber.join(stdoutDone)),
+        Effect.interruptible,
+        Effect.timeoutOption(STDERR_SETTLE),
+      )
     })
     // Registered after the drains, so it runs before they are interrupted.
     yield* Effect.addFinalizer(() => terminate)
@@ -173,14 +182,15 @@ export const spawn = (
     return {
       pid,
       exited,
-      exitStatus: Effect.flatMap(Deferred.poll(exitDeferred), (poll) =>
-        Option.match(poll, { onNone: () => Effect.succeedNone, onSome: Effect.asSome })
+      exitStatus: Effect.flatMap(
+        Deferred.poll(exitDeferred),
+        (poll) => Option.match(poll, { onNone: () => Effect.succeedNone, onSome: Effect.asSome }),
       ),
       stderrTail: Fiber.join(stderrDone).pipe(
         Effect.timeoutOption(STDERR_SETTLE),
-        Effect.map(() => tail.text)
+        Effect.map(() => tail.text),
       ),
       signalGroup,
-      terminate
+      terminate,
     } satisfies WorkerProcess
   })

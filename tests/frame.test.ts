@@ -1,0 +1,79 @@
+import { describe, expect, it } from "@effect/vitest"
+import * as fc from "effect/FastCheck"
+import { Buffer } from "node:buffer"
+import { encodeFrame, FrameDecoder } from "../src/internal/frame.ts"
+
+const decodeAll = (decoder: FrameDecoder, chunks: ReadonlyArray<Uint8Array>) => {
+  const frames: Array<string> = []
+  for (const chunk of chunks) {
+    const { fault, frames: done } = decoder.push(chunk)
+    for (const frame of done) frames.push(Buffer.from(frame).toString("utf8"))
+    if (fault !== undefined) return { frames, fault }
+  }
+  return { frames, fault: decoder.end() }
+}
+
+/** Cuts `bytes` at the given offsets (taken modulo its length), keeping empty pieces. */
+const cut = (bytes: Uint8Array, offsets: ReadonlyArray<number>) => {
+  const points = [...new Set(offsets.map((o) => bytes.length === 0 ? 0 : o % (bytes.length + 1)))].sort((a, b) => a - b)
+  const pieces: Array<Uint8Array> = []
+  let start = 0
+  for (const point of points) {
+    pieces.push(bytes.subarray(start, point))
+    start = point
+  }
+  pieces.push(bytes.subarray(start))
+  return pieces
+}
+
+describe("framing", () => {
+  it("encodes an 8-byte big-endian length, then the UTF-8 body", () => {
+    const frame = encodeFrame(`{"a":"é"}`)
+    expect([...frame.subarray(0, 8)]).toEqual([0, 0, 0, 0, 0, 0, 0, 10])
+    expect(frame.subarray(8).toString("utf8")).toBe(`{"a":"é"}`)
+  })
+
+  it.prop(
+    "any split of any sequence of frames decodes to the same frames",
+    [fc.array(fc.string({ unit: "binary", maxLength: 300 }), { maxLength: 12 }), fc.array(fc.nat(), { maxLength: 40 })],
+    ([texts, offsets]) => {
+      const stream = Buffer.concat(texts.map(encodeFrame))
+      const { fault, frames } = decodeAll(new FrameDecoder(1 << 20), cut(stream, offsets))
+      expect(fault).toBeUndefined()
+      expect(frames).toEqual(texts)
+    },
+    { fastCheck: { numRuns: 300 } },
+  )
+
+  it.prop(
+    "a header above the limit is refused before any body arrives, however the header is split",
+    [fc.integer({ min: 65, max: 2 ** 53 }), fc.array(fc.nat(), { maxLength: 8 })],
+    ([length, offsets]) => {
+      const header = Buffer.alloc(8)
+      header.writeBigUInt64BE(BigInt(length))
+      const { fault, frames } = decodeAll(new FrameDecoder(64), cut(header, offsets))
+      expect(frames).toEqual([])
+      expect(fault).toEqual({ _tag: "FrameTooLarge", length, maxFrameBytes: 64 })
+    },
+  )
+
+  it("refuses a header announcing 2^63 bytes (beyond exact JavaScript numbers)", () => {
+    const header = Buffer.from([0x80, 0, 0, 0, 0, 0, 0, 1])
+    const { fault } = new FrameDecoder(256 * 1024 * 1024).push(header)
+    expect(fault?._tag).toBe("FrameTooLarge")
+  })
+
+  it("reports a frame cut short by the end of the stream", () => {
+    const frame = encodeFrame(`{"id":1}`)
+    const decoder = new FrameDecoder(1024)
+    expect(decoder.push(frame.subarray(0, 11)).frames).toEqual([])
+    expect(decoder.end()).toEqual({ _tag: "TruncatedFrame", expected: 16, received: 11 })
+    expect(new FrameDecoder(1024).end()).toBeUndefined()
+  })
+
+  it("accepts a frame of exactly the limit and refuses one byte more", () => {
+    const text = "x".repeat(32)
+    expect(new FrameDecoder(32).push(encodeFrame(text)).frames.length).toBe(1)
+    expect(new FrameDecoder(31).push(encodeFrame(text)).fault?._tag).toBe("FrameTooLarge")
+  })
+})
