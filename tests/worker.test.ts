@@ -1,0 +1,338 @@
+/**
+ * The PythonWorker service against the reference workload: every method, both
+ * batch kinds, concurrent callers, and the process gone once the scope closes.
+ */
+import * as Command from "@effect/platform/Command"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { describe, expect, it, layer } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import { mkdtempSync, rmSync, statSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { type BatchRef, type MergeCandidate, PythonWorker, type RuntimePatch } from "../src/mod.ts"
+import { awaitGone, isAlive, testPython } from "./helpers.ts"
+
+const runtimeRoot = fileURLToPath(new URL("../python", import.meta.url))
+const config = { dataset_seed: 7, seed: 3, examples_per_microshard: 32 }
+const options: PythonWorker.Options = {
+  workloadFactory: "burn_p2p_python_runtime.reference_workload:make",
+  workloadConfig: config,
+  pythonExecutable: testPython,
+}
+const splits = ["Train", "Validation", "Test"] as const
+
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => mkdtempSync(join(tmpdir(), "burn-p2p-worker-test-"))),
+  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true })),
+)
+
+/** The reference workload's shard CLI: one safetensors file per ordinal (payload seed 0), paths as a JSON list. */
+const writeShards = (dir: string, ordinals: ReadonlyArray<number>) =>
+  Command.make(
+    testPython,
+    "-m",
+    "burn_p2p_python_runtime.reference_workload",
+    "write-shards",
+    "--out",
+    dir,
+    "--config-json",
+    JSON.stringify(config),
+    "--ordinals",
+    ordinals.join(","),
+  ).pipe(
+    Command.env({ PYTHONPATH: runtimeRoot }),
+    Command.string,
+    Effect.map((stdout) => JSON.parse(stdout) as Array<string>),
+    Effect.provide(NodeContext.layer),
+  )
+
+const generated = (ordinals: ReadonlyArray<number>, seed: number, examplesPerMicroshard?: number): BatchRef => ({
+  kind: "micro_epoch",
+  leaseId: `lease-${seed}`,
+  microshardIds: ordinals.map((ordinal) => `s${seed}-o${ordinal}`),
+  ordinals,
+  bytesLen: 0,
+  pipelineKind: "generated-dataset",
+  payload: examplesPerMicroshard === undefined ? { seed } : { seed, examples_per_microshard: examplesPerMicroshard },
+})
+
+const cached = (shardPaths: ReadonlyArray<string>, ordinals: ReadonlyArray<number>): BatchRef => ({
+  kind: "cached_microshard_group",
+  shardPaths,
+  microshardIds: ordinals.map((ordinal) => `s0-o${ordinal}`),
+  ordinals,
+  bytesLen: shardPaths.reduce((sum, path) => sum + statSync(path).size, 0),
+})
+
+const patch = (values: RuntimePatch["values"]): RuntimePatch => ({
+  patchId: "patch-1",
+  class: "Hot",
+  summary: "test patch",
+  values,
+  requiredClientCapabilities: [],
+})
+
+const candidate = (modelId: string, sampleWeight: number, qualityWeight: number): MergeCandidate => ({
+  peerId: `peer-${modelId}`,
+  headId: `head-${modelId}`,
+  artifactId: `artifact-${modelId}`,
+  modelId,
+  sampleWeight,
+  qualityWeight,
+})
+
+/** A fresh model trained on four microshards of `seed`. */
+const trained = (seed: number) =>
+  Effect.gen(function* () {
+    const worker = yield* PythonWorker
+    const modelId = yield* worker.initModel("cpu")
+    yield* worker.trainWindow(modelId, [generated([0, 1, 2, 3], seed)])
+    return modelId
+  })
+
+const validation = (modelId: string) => Effect.flatMap(PythonWorker, (worker) => worker.evaluate(modelId, "Validation"))
+
+layer(PythonWorker.layer(options), { excludeTestServices: true })("PythonWorker (reference workload)", (it) => {
+  it.effect("hello answers protocol 1 and the workload name, as checked at start", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const hello = yield* worker.hello()
+      expect(hello.protocolVersion).toBe(1)
+      expect(hello.workloadName).toBe("reference-softmax")
+      expect(worker.info).toEqual(hello)
+      expect(isAlive(worker.pid)).toBe(true)
+    }))
+
+  it.effect("capabilityProbe reports the CPU and a measured throughput", () =>
+    Effect.gen(function* () {
+      const probe = yield* (yield* PythonWorker).capabilityProbe()
+      expect(probe.runtimeDevice).toBe("cpu")
+      expect(probe.capability.preferredBackends).toEqual(["cpu"])
+      expect(probe.capability.workUnitsPerSecond).toBeGreaterThan(0)
+      expect(probe.capability.targetWindowSeconds).toBe(1)
+    }))
+
+  it.effect("initModel mints a new id per model", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const ids = yield* Effect.all([worker.initModel("cpu"), worker.initModel("auto"), worker.initModel("cpu")])
+      expect(new Set(ids).size).toBe(3)
+    }))
+
+  it.scoped("trainWindow: shard files and the same microshards generated in memory train identically", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const paths = yield* writeShards(yield* tempDir, [0, 1])
+      expect(paths).toHaveLength(2)
+      const fromFiles = yield* worker.initModel("cpu")
+      const fromSeeds = yield* worker.initModel("cpu")
+      const fileMetrics = yield* worker.trainWindow(fromFiles, [cached(paths, [0, 1])])
+      const seedMetrics = yield* worker.trainWindow(fromSeeds, [generated([0, 1], 0)])
+      expect(fileMetrics).toMatchObject({ examples: 64, steps: 2, learning_rate: 0.2 })
+      expect(fileMetrics.loss).toBeGreaterThan(0)
+      expect(fileMetrics.accuracy).toBeGreaterThanOrEqual(0)
+      expect(fileMetrics.accuracy).toBeLessThanOrEqual(1)
+      expect(seedMetrics).toEqual(fileMetrics)
+      expect(yield* validation(fromFiles)).toEqual(yield* validation(fromSeeds))
+    }))
+
+  it.effect("evaluate answers on each split; a Custom split is refused by name", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const modelId = yield* worker.initModel("cpu")
+      for (const split of splits) {
+        const metrics = yield* worker.evaluate(modelId, split)
+        // Train scores 4 training microshards of 32 examples; the held-out splits have 512 each.
+        expect(metrics).toMatchObject({ split, examples: split === "Train" ? 128 : 512 })
+        expect(metrics.loss).toBeGreaterThan(0)
+        expect(metrics.accuracy).toBeGreaterThanOrEqual(0)
+        expect(metrics.accuracy).toBeLessThanOrEqual(1)
+      }
+      const error = yield* Effect.flip(worker.evaluate(modelId, { Custom: "holdout-b" }))
+      expect(error).toMatchObject({
+        _tag: "RemoteError",
+        method: "evaluate",
+        errorType: "ValueError",
+        remoteMessage: expect.stringContaining("'holdout-b'"),
+      })
+    }))
+
+  it.effect("loss goes down over a few windows on a fixed seed", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const modelId = yield* worker.initModel("cpu")
+      const before = yield* validation(modelId)
+      const windows = []
+      for (let window = 0; window < 5; window++) {
+        const ordinals = [0, 1, 2, 3].map((offset) => window * 4 + offset)
+        windows.push(yield* worker.trainWindow(modelId, [generated(ordinals, 11)]))
+      }
+      const after = yield* validation(modelId)
+      expect(windows[4].loss).toBeLessThan(windows[0].loss as number)
+      expect(after.loss).toBeLessThan(before.loss as number)
+      expect(after.accuracy).toBeGreaterThan(before.accuracy as number)
+    }))
+
+  it.effect("applyPatch: learning_rate is Applied and used by the next window; an unknown key is Rejected", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const modelId = yield* worker.initModel("cpu")
+      expect(yield* worker.applyPatch(patch({ learning_rate: 0.05 }))).toBe("Applied")
+      const metrics = yield* worker.trainWindow(modelId, [generated([0], 1)])
+      expect(metrics.learning_rate).toBe(0.05)
+
+      const rejected = yield* worker.applyPatch(patch({ momentum: 0.9 }))
+      expect(rejected).toEqual({ Rejected: expect.stringContaining("momentum") })
+      // A JavaScript 1.0 reaches Python as the int 1, which must still count as a rate.
+      expect(yield* worker.applyPatch(patch({ learning_rate: 1.0 }))).toBe("Applied")
+      expect((yield* worker.trainWindow(modelId, [generated([1], 1)])).learning_rate).toBe(1)
+    }).pipe(
+      // Later tests in this block train at the configured rate.
+      Effect.ensuring(
+        Effect.orDie(Effect.flatMap(PythonWorker, (worker) => worker.applyPatch(patch({ learning_rate: 0.2 })))),
+      ),
+    ))
+
+  it.scoped("materialize then load into a fresh model gives the same evaluate metrics", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const artifact = join(yield* tempDir, "model.safetensors")
+      const source = yield* trained(5)
+      yield* worker.materializeModelArtifact(source, artifact)
+      expect(statSync(artifact).size).toBeGreaterThan(0)
+
+      const fresh = yield* worker.initModel("cpu")
+      const freshMetrics = yield* validation(fresh)
+      const sourceMetrics = yield* validation(source)
+      expect(freshMetrics).not.toEqual(sourceMetrics)
+      yield* worker.loadModelArtifact(fresh, artifact)
+      expect(yield* validation(fresh)).toEqual(sourceMetrics)
+      expect(yield* worker.evaluate(fresh, "Train")).toEqual(yield* worker.evaluate(source, "Train"))
+    }))
+
+  it.effect("mergeCandidateModels makes a new model, leaves its inputs alone, and gives none without candidates", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const base = yield* worker.initModel("cpu")
+      const a = yield* trained(1)
+      const b = yield* trained(2)
+      const aBefore = yield* validation(a)
+
+      const merged = yield* worker.mergeCandidateModels(
+        base,
+        [candidate(a, 10, 1), candidate(b, 30, 0.5)],
+        "WeightedMean",
+      )
+      expect(Option.isSome(merged)).toBe(true)
+      const mergedId = Option.getOrThrow(merged)
+      expect([base, a, b]).not.toContain(mergedId)
+      expect((yield* validation(mergedId)).examples).toBe(512)
+      expect(yield* validation(a)).toEqual(aBefore)
+
+      // The weighted mean of one candidate is that candidate.
+      const alone = yield* worker.mergeCandidateModels(base, [candidate(a, 2, 0.5)], "QualityWeightedEma")
+      expect(yield* validation(Option.getOrThrow(alone))).toEqual(aBefore)
+
+      expect(yield* worker.mergeCandidateModels(base, [], "WeightedMean")).toEqual(Option.none())
+      expect(yield* worker.mergeCandidateModels(base, [candidate(a, 0, 1)], "Ema")).toEqual(Option.none())
+    }))
+
+  it.effect("applySingleRootEma updates the merged model in place and returns its id", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const base = yield* trained(3)
+      const merged = yield* worker.initModel("cpu")
+      const baseBefore = yield* validation(base)
+      const mergedBefore = yield* validation(merged)
+      expect(yield* worker.applySingleRootEma(base, merged, "Ema")).toBe(merged)
+      expect(yield* validation(merged)).not.toEqual(mergedBefore)
+      expect(yield* validation(base)).toEqual(baseBefore)
+    }))
+
+  it.effect("reconcileCanonicalModel: Replace keeps the canonical model, RootEma blends by canonical_weight", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const local = yield* trained(4)
+      const canonical = yield* worker.initModel("cpu")
+      const localMetrics = yield* validation(local)
+      const canonicalMetrics = yield* validation(canonical)
+
+      expect(yield* worker.reconcileCanonicalModel(local, canonical, "Replace")).toBe(canonical)
+      expect(yield* validation(canonical)).toEqual(canonicalMetrics)
+      expect(yield* worker.reconcileCanonicalModel(local, canonical, { RootEma: { canonicalWeight: 1 } })).toBe(
+        canonical,
+      )
+      expect(yield* validation(canonical)).toEqual(canonicalMetrics)
+      // Weight 0: the canonical model becomes the local one.
+      expect(yield* worker.reconcileCanonicalModel(local, canonical, { RootEma: { canonicalWeight: 0 } })).toBe(
+        canonical,
+      )
+      expect(yield* validation(canonical)).toEqual(localMetrics)
+      expect(yield* validation(local)).toEqual(localMetrics)
+    }))
+
+  it.effect("releaseModel frees the model: evaluating it afterwards is an UnknownModelError", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const modelId = yield* worker.initModel("cpu")
+      yield* worker.releaseModel(modelId)
+      const error = yield* Effect.flip(worker.evaluate(modelId, "Validation"))
+      expect(error).toMatchObject({
+        _tag: "RemoteError",
+        method: "evaluate",
+        errorType: "UnknownModelError",
+        remoteMessage: expect.stringContaining(`'${modelId}'`),
+      })
+      // Releasing an id that is already gone is not an error.
+      yield* worker.releaseModel(modelId)
+    }))
+
+  it.effect("50 concurrent callers each get their own answer", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      const modelId = yield* worker.initModel("cpu")
+      // Even callers train on i + 1 examples, odd ones evaluate a split: each answer names its request.
+      const calls = Array.from({ length: 50 }, (_, i) =>
+        i % 2 === 0
+          ? Effect.map(worker.trainWindow(modelId, [generated([i], 1, i + 1)]), (metrics) =>
+            metrics.examples)
+          : Effect.map(worker.evaluate(modelId, splits[i % 3]), (metrics) => metrics.split))
+      const answers = yield* Effect.all(calls, { concurrency: "unbounded" })
+      expect(answers).toEqual(Array.from({ length: 50 }, (_, i) =>
+        i % 2 === 0 ? i + 1 : splits[i % 3]))
+    }))
+})
+
+describe("PythonWorker lifecycle", () => {
+  const workerPid = Effect.gen(function* () {
+    const worker = yield* PythonWorker
+    expect(isAlive(worker.pid)).toBe(true)
+    yield* worker.hello()
+    return worker.pid
+  })
+
+  it.live("the worker process is gone once its scope closes", () =>
+    Effect.gen(function* () {
+      const pid = yield* workerPid.pipe(Effect.provide(PythonWorker.layer(options)))
+      yield* awaitGone([pid])
+    }))
+
+  it.live("the worker process is gone when the scope closes on a failure", () =>
+    Effect.gen(function* () {
+      let pid = 0
+      const exit = yield* workerPid.pipe(
+        Effect.tap((alive) => {
+          pid = alive
+        }),
+        Effect.zipRight(Effect.fail("caller failed" as const)),
+        Effect.provide(PythonWorker.layer(options)),
+        Effect.exit,
+      )
+      expect(exit).toEqual(Exit.fail("caller failed"))
+      expect(pid).toBeGreaterThan(0)
+      yield* awaitGone([pid])
+    }))
+})
