@@ -1,0 +1,244 @@
+/**
+ * The errors a user meets through ordinary mistakes: each is a typed value
+ * with the fields needed to act on it, and none leaves a process behind.
+ */
+import { describe, expect, it, layer } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { readdirSync, readFileSync } from "node:fs"
+import process from "node:process"
+import { type BatchRef, type JsonValue, PythonWorker } from "../src/mod.ts"
+import { awaitGone, fixturesRoot, testPython } from "./helpers.ts"
+
+const echo: PythonWorker.Options = {
+  workloadFactory: "echo_workload:make",
+  moduleSearchRoots: [fixturesRoot],
+  pythonExecutable: testPython,
+}
+
+/** The pids whose parent is this process (the vitest worker running this file). */
+const childPids = (): Array<number> =>
+  readdirSync("/proc").filter((name) => /^\d+$/.test(name)).flatMap((name) => {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8")
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+      return parent === process.pid ? [Number(name)] : []
+    } catch {
+      return []
+    }
+  })
+
+/** Runs `effect`, then waits until no child it started is alive. */
+const leavesNoProcess = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    const before = new Set(childPids())
+    const result = yield* effect
+    yield* awaitGone(childPids().filter((pid) => !before.has(pid)))
+    return result
+  })
+
+/** Starting the service must fail: its error. */
+const startError = (options: PythonWorker.Options) =>
+  leavesNoProcess(Effect.flip(Effect.provide(PythonWorker, PythonWorker.layer(options))))
+
+const epoch = (ordinals: ReadonlyArray<number>, payload: JsonValue = {}): BatchRef => ({
+  kind: "micro_epoch",
+  leaseId: "lease",
+  microshardIds: ordinals.map(String),
+  ordinals,
+  bytesLen: 0,
+  pipelineKind: "generated-dataset",
+  payload,
+})
+
+describe("starting a worker", () => {
+  it.live("a missing Python executable is a WorkerSpawnError NotFound", () =>
+    Effect.gen(function* () {
+      const error = yield* startError({ ...echo, pythonExecutable: "/nonexistent/python3" })
+      expect(error).toMatchObject({ _tag: "WorkerSpawnError", executable: "/nonexistent/python3", reason: "NotFound" })
+      expect(error.message).toContain("pythonExecutable")
+    }))
+
+  it.live("a factory module that does not exist: WorkerConnectError Exited, with Python's error in the stderr tail", () =>
+    Effect.gen(function* () {
+      const error = yield* startError({ ...echo, workloadFactory: "no_such_workload_module:make" })
+      expect(error).toMatchObject({
+        _tag: "WorkerConnectError",
+        reason: "Exited",
+        exitCode: 2,
+        signal: null,
+        pid: expect.any(Number),
+        stderrTail: expect.stringContaining("ModuleNotFoundError: No module named 'no_such_workload_module'"),
+      })
+      expect(error.message).toContain("exited with code 2 before connecting back")
+      expect(error.message).toContain("ModuleNotFoundError: No module named 'no_such_workload_module'")
+      if (error._tag === "WorkerConnectError") yield* awaitGone([error.pid!])
+    }))
+
+  it.live("a factory attribute that is not callable: WorkerConnectError naming it", () =>
+    Effect.gen(function* () {
+      const error = yield* startError({ ...echo, workloadFactory: "echo_workload:not_callable" })
+      expect(error).toMatchObject({
+        _tag: "WorkerConnectError",
+        reason: "Exited",
+        exitCode: 2,
+        stderrTail: expect.stringContaining("TypeError: 'echo_workload:not_callable' is not callable"),
+      })
+    }))
+
+  it.live("a factory that raises: WorkerConnectError with the exception and its traceback", () =>
+    Effect.gen(function* () {
+      const error = yield* startError({
+        ...echo,
+        workloadFactory: "echo_workload:make_raising",
+        workloadConfig: { answer: 42 },
+      })
+      expect(error).toMatchObject({ _tag: "WorkerConnectError", reason: "Exited", exitCode: 2 })
+      if (error._tag !== "WorkerConnectError") return
+      expect(error.stderrTail).toContain("ValueError: bad config: {'answer': 42}")
+      expect(error.stderrTail).toContain("Traceback (most recent call last)")
+      expect(error.message).toContain("ValueError: bad config")
+    }))
+
+  // The executable does not exist either: failing on the options rather than
+  // on the spawn shows they are checked before anything starts.
+  const badOptions: Array<[string, Record<string, unknown>, string]> = [
+    ["a factory without a colon", { workloadFactory: "nocolon" }, `expected "module:attr"`],
+    ["a negative maxFrameBytes", { maxFrameBytes: -1 }, "maxFrameBytes"],
+    ["a misspelt option", { pythonExecutible: testPython }, "pythonExecutible"],
+    ["a connectTimeout that is no duration", { connectTimeout: "soon" }, "connectTimeout"],
+  ]
+  for (const [name, override, detail] of badOptions) {
+    it.live(`${name} is an InvalidArgumentError before anything is spawned`, () =>
+      Effect.gen(function* () {
+        const options = { ...echo, pythonExecutable: "/nonexistent/python3", ...override } as PythonWorker.Options
+        const error = yield* startError(options)
+        expect(error).toMatchObject({
+          _tag: "InvalidArgumentError",
+          where: "PythonWorker.layer",
+          detail: expect.stringContaining(detail),
+        })
+      }))
+  }
+
+  it.live("a worker speaking protocol 2 is refused with ProtocolError UnsupportedVersion and stopped", () =>
+    Effect.gen(function* () {
+      const error = yield* startError({ ...echo, workerModule: "protocol2_worker" })
+      expect(error).toMatchObject({
+        _tag: "ProtocolError",
+        reason: "UnsupportedVersion",
+        method: "hello",
+        pid: expect.any(Number),
+        detail: expect.stringContaining("protocol 2"),
+      })
+      if (error._tag === "ProtocolError") yield* awaitGone([error.pid!])
+    }))
+
+  it.live("a worker that never connects is a WorkerConnectError Timeout, quickly, and is stopped", () =>
+    Effect.gen(function* () {
+      const started = Date.now()
+      const error = yield* startError({ ...echo, workerModule: "silent_worker", connectTimeout: 200 })
+      expect(Date.now() - started).toBeLessThan(2_000)
+      expect(error).toMatchObject({
+        _tag: "WorkerConnectError",
+        reason: "Timeout",
+        timeoutMillis: 200,
+        pid: expect.any(Number),
+      })
+      expect(error.message).toContain("did not connect back within 200 ms")
+      if (error._tag === "WorkerConnectError") yield* awaitGone([error.pid!])
+    }))
+})
+
+layer(PythonWorker.layer(echo), { excludeTestServices: true })(
+  "calls that fail while the worker keeps serving",
+  (it) => {
+    it.effect("an unknown model id is a RemoteError UnknownModelError", () =>
+      Effect.gen(function* () {
+        const worker = yield* PythonWorker
+        const error = yield* Effect.flip(worker.evaluate("no-such-model", "Validation"))
+        expect(error).toMatchObject({
+          _tag: "RemoteError",
+          method: "evaluate",
+          errorType: "UnknownModelError",
+          remoteMessage: expect.stringContaining("unknown model id 'no-such-model'"),
+          id: expect.any(Number),
+        })
+        expect((yield* worker.hello()).protocolVersion).toBe(1)
+        // The worker is our child: what `leavesNoProcess` relies on.
+        expect(childPids()).toContain(worker.pid)
+      }))
+
+    it.effect("a workload method that raises is a RemoteError with the Python type, message and traceback", () =>
+      Effect.gen(function* () {
+        const worker = yield* PythonWorker
+        const modelId = yield* worker.initModel("cpu")
+        const error = yield* Effect.flip(worker.evaluate(modelId, "Train"))
+        expect(error).toMatchObject({
+          _tag: "RemoteError",
+          method: "evaluate",
+          errorType: "RuntimeError",
+          remoteMessage: expect.stringContaining("boom from workload"),
+        })
+        if (error._tag !== "RemoteError") return
+        expect(error.traceback).toContain("Traceback")
+        expect(error.traceback).toContain("echo_workload.py")
+        expect(error.message).toContain("RuntimeError: boom from workload")
+        expect(yield* worker.evaluate(modelId, "Validation")).toEqual({ split: "Validation" })
+      }))
+
+    it.effect("invalid call arguments are an InvalidArgumentError, nothing is sent, and the service still works", () =>
+      Effect.gen(function* () {
+        const worker = yield* PythonWorker
+        const modelId = yield* worker.initModel("cpu")
+        const unknown = worker.evaluate("no-such-model", "Validation").pipe(
+          Effect.flip,
+          Effect.map((error) => (error._tag === "RemoteError" ? error.id : -1)),
+        )
+        const firstId = yield* unknown
+        const negative = yield* Effect.flip(worker.trainWindow(modelId, [epoch([-1])]))
+        expect(negative).toMatchObject({
+          _tag: "InvalidArgumentError",
+          where: "train_window",
+          detail: expect.stringContaining("ordinals"),
+        })
+        const weight = yield* Effect.flip(
+          worker.reconcileCanonicalModel(modelId, modelId, { RootEma: { canonicalWeight: 1.5 } }),
+        )
+        expect(weight).toMatchObject({ _tag: "InvalidArgumentError", where: "reconcile_canonical_model" })
+        // Request ids are consecutive on the wire: neither refused call used one.
+        expect(yield* unknown).toBe(firstId + 1)
+        expect(yield* worker.trainWindow(modelId, [epoch([0, 1], { echo: "still here" })])).toEqual({
+          echo: "still here",
+          examples: 2,
+        })
+      }))
+  },
+)
+
+describe("using a worker past its end", () => {
+  it.live("a call after the scope has closed is a WorkerClosedError", () =>
+    Effect.gen(function* () {
+      const worker = yield* leavesNoProcess(Effect.provide(PythonWorker, PythonWorker.layer(echo)))
+      const error = yield* Effect.flip(worker.hello())
+      expect(error).toMatchObject({ _tag: "WorkerClosedError", method: "hello" })
+      expect(error.message).toContain("its scope has closed")
+    }))
+
+  it.live("a workload that kills its process is a WorkerExitedError with the exit code", () =>
+    leavesNoProcess(
+      Effect.gen(function* () {
+        const worker = yield* PythonWorker
+        const modelId = yield* worker.initModel("cpu")
+        const error = yield* Effect.flip(worker.trainWindow(modelId, [epoch([0], { exit_code: 3 })]))
+        expect(error).toMatchObject({
+          _tag: "WorkerExitedError",
+          method: "train_window",
+          reason: "ProcessExited",
+          exitCode: 3,
+          pid: worker.pid,
+        })
+        expect(yield* Effect.flip(worker.hello())).toMatchObject({ _tag: "WorkerExitedError", method: "hello" })
+        yield* awaitGone([worker.pid])
+      }).pipe(Effect.provide(PythonWorker.layer(echo))),
+    ))
+})
