@@ -1,6 +1,9 @@
 /**
  * The errors a user meets through ordinary mistakes: each is a typed value
  * with the fields needed to act on it, and none leaves a process behind.
+ *
+ * Errors are matched as `{ ...error }`: an error failed inside an `Effect.fn`
+ * span is a Proxy, and vitest overflows its stack printing a failed match on it.
  */
 import { describe, expect, it, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -54,14 +57,28 @@ describe("starting a worker", () => {
   it.live("a missing Python executable is a WorkerSpawnError NotFound", () =>
     Effect.gen(function* () {
       const error = yield* startError({ ...echo, pythonExecutable: "/nonexistent/python3" })
-      expect(error).toMatchObject({ _tag: "WorkerSpawnError", executable: "/nonexistent/python3", reason: "NotFound" })
+      expect({ ...error }).toMatchObject({
+        _tag: "WorkerSpawnError",
+        executable: "/nonexistent/python3",
+        reason: "NotFound",
+      })
       expect(error.message).toContain("pythonExecutable")
+    }))
+
+  it.live("a Python executable that cannot be executed is a WorkerSpawnError PermissionDenied", () =>
+    Effect.gen(function* () {
+      const error = yield* startError({ ...echo, pythonExecutable: fixturesRoot })
+      expect({ ...error }).toMatchObject({
+        _tag: "WorkerSpawnError",
+        executable: fixturesRoot,
+        reason: "PermissionDenied",
+      })
     }))
 
   it.live("a factory module that does not exist: WorkerConnectError Exited, with Python's error in the stderr tail", () =>
     Effect.gen(function* () {
       const error = yield* startError({ ...echo, workloadFactory: "no_such_workload_module:make" })
-      expect(error).toMatchObject({
+      expect({ ...error }).toMatchObject({
         _tag: "WorkerConnectError",
         reason: "Exited",
         exitCode: 2,
@@ -77,7 +94,7 @@ describe("starting a worker", () => {
   it.live("a factory attribute that is not callable: WorkerConnectError naming it", () =>
     Effect.gen(function* () {
       const error = yield* startError({ ...echo, workloadFactory: "echo_workload:not_callable" })
-      expect(error).toMatchObject({
+      expect({ ...error }).toMatchObject({
         _tag: "WorkerConnectError",
         reason: "Exited",
         exitCode: 2,
@@ -92,11 +109,27 @@ describe("starting a worker", () => {
         workloadFactory: "echo_workload:make_raising",
         workloadConfig: { answer: 42 },
       })
-      expect(error).toMatchObject({ _tag: "WorkerConnectError", reason: "Exited", exitCode: 2 })
+      expect({ ...error }).toMatchObject({ _tag: "WorkerConnectError", reason: "Exited", exitCode: 2 })
       if (error._tag !== "WorkerConnectError") return
       expect(error.stderrTail).toContain("ValueError: bad config: {'answer': 42}")
       expect(error.stderrTail).toContain("Traceback (most recent call last)")
       expect(error.message).toContain("ValueError: bad config")
+    }))
+
+  it.live("a workload config the workload refuses: WorkerConnectError with the workload's reason", () =>
+    Effect.gen(function* () {
+      const error = yield* startError({
+        workloadFactory: "burn_p2p_python_runtime.reference_workload:make",
+        workloadConfig: { features: "eight" },
+        pythonExecutable: testPython,
+      })
+      expect({ ...error }).toMatchObject({
+        _tag: "WorkerConnectError",
+        reason: "Exited",
+        exitCode: 2,
+        stderrTail: expect.stringContaining("ValueError: config features must be an integer, got 'eight'"),
+      })
+      expect(error.message).toContain("config features must be an integer")
     }))
 
   // The executable does not exist either: failing on the options rather than
@@ -112,7 +145,7 @@ describe("starting a worker", () => {
       Effect.gen(function* () {
         const options = { ...echo, pythonExecutable: "/nonexistent/python3", ...override } as PythonWorker.Options
         const error = yield* startError(options)
-        expect(error).toMatchObject({
+        expect({ ...error }).toMatchObject({
           _tag: "InvalidArgumentError",
           where: "PythonWorker.layer",
           detail: expect.stringContaining(detail),
@@ -123,7 +156,7 @@ describe("starting a worker", () => {
   it.live("a worker speaking protocol 2 is refused with ProtocolError UnsupportedVersion and stopped", () =>
     Effect.gen(function* () {
       const error = yield* startError({ ...echo, workerModule: "protocol2_worker" })
-      expect(error).toMatchObject({
+      expect({ ...error }).toMatchObject({
         _tag: "ProtocolError",
         reason: "UnsupportedVersion",
         method: "hello",
@@ -138,7 +171,7 @@ describe("starting a worker", () => {
       const started = Date.now()
       const error = yield* startError({ ...echo, workerModule: "silent_worker", connectTimeout: 200 })
       expect(Date.now() - started).toBeLessThan(2_000)
-      expect(error).toMatchObject({
+      expect({ ...error }).toMatchObject({
         _tag: "WorkerConnectError",
         reason: "Timeout",
         timeoutMillis: 200,
@@ -149,14 +182,22 @@ describe("starting a worker", () => {
     }))
 })
 
-layer(PythonWorker.layer(echo), { excludeTestServices: true })(
+/** raising_workload's awkward exceptions: the `Custom` split that raises, the type and the message to report. */
+const awkward = [
+  ["bare", "RuntimeError", ""],
+  ["multiline", "ValueError", "first line\nsecond line"],
+  ["chained", "ValueError", "outer"],
+] as const
+
+// The echo workload plus awkward exceptions (raising_workload).
+layer(PythonWorker.layer({ ...echo, workloadFactory: "raising_workload:make" }), { excludeTestServices: true })(
   "calls that fail while the worker keeps serving",
   (it) => {
     it.effect("an unknown model id is a RemoteError UnknownModelError", () =>
       Effect.gen(function* () {
         const worker = yield* PythonWorker
         const error = yield* Effect.flip(worker.evaluate("no-such-model", "Validation"))
-        expect(error).toMatchObject({
+        expect({ ...error }).toMatchObject({
           _tag: "RemoteError",
           method: "evaluate",
           errorType: "UnknownModelError",
@@ -173,7 +214,7 @@ layer(PythonWorker.layer(echo), { excludeTestServices: true })(
         const worker = yield* PythonWorker
         const modelId = yield* worker.initModel("cpu")
         const error = yield* Effect.flip(worker.evaluate(modelId, "Train"))
-        expect(error).toMatchObject({
+        expect({ ...error }).toMatchObject({
           _tag: "RemoteError",
           method: "evaluate",
           errorType: "RuntimeError",
@@ -186,6 +227,16 @@ layer(PythonWorker.layer(echo), { excludeTestServices: true })(
         expect(yield* worker.evaluate(modelId, "Validation")).toEqual({ split: "Validation" })
       }))
 
+    it.effect("exceptions of awkward shapes keep their type and whole message", () =>
+      Effect.gen(function* () {
+        const worker = yield* PythonWorker
+        const modelId = yield* worker.initModel("cpu")
+        for (const [shape, errorType, remoteMessage] of awkward) {
+          const error = yield* Effect.flip(worker.evaluate(modelId, { Custom: shape }))
+          expect({ ...error }).toMatchObject({ _tag: "RemoteError", method: "evaluate", errorType, remoteMessage })
+        }
+      }))
+
     it.effect("invalid call arguments are an InvalidArgumentError, nothing is sent, and the service still works", () =>
       Effect.gen(function* () {
         const worker = yield* PythonWorker
@@ -196,7 +247,7 @@ layer(PythonWorker.layer(echo), { excludeTestServices: true })(
         )
         const firstId = yield* unknown
         const negative = yield* Effect.flip(worker.trainWindow(modelId, [epoch([-1])]))
-        expect(negative).toMatchObject({
+        expect({ ...negative }).toMatchObject({
           _tag: "InvalidArgumentError",
           where: "train_window",
           detail: expect.stringContaining("ordinals"),
@@ -204,7 +255,7 @@ layer(PythonWorker.layer(echo), { excludeTestServices: true })(
         const weight = yield* Effect.flip(
           worker.reconcileCanonicalModel(modelId, modelId, { RootEma: { canonicalWeight: 1.5 } }),
         )
-        expect(weight).toMatchObject({ _tag: "InvalidArgumentError", where: "reconcile_canonical_model" })
+        expect({ ...weight }).toMatchObject({ _tag: "InvalidArgumentError", where: "reconcile_canonical_model" })
         // Request ids are consecutive on the wire: neither refused call used one.
         expect(yield* unknown).toBe(firstId + 1)
         expect(yield* worker.trainWindow(modelId, [epoch([0, 1], { echo: "still here" })])).toEqual({
@@ -220,7 +271,7 @@ describe("using a worker past its end", () => {
     Effect.gen(function* () {
       const worker = yield* leavesNoProcess(Effect.provide(PythonWorker, PythonWorker.layer(echo)))
       const error = yield* Effect.flip(worker.hello())
-      expect(error).toMatchObject({ _tag: "WorkerClosedError", method: "hello" })
+      expect({ ...error }).toMatchObject({ _tag: "WorkerClosedError", method: "hello" })
       expect(error.message).toContain("its scope has closed")
     }))
 
@@ -230,14 +281,17 @@ describe("using a worker past its end", () => {
         const worker = yield* PythonWorker
         const modelId = yield* worker.initModel("cpu")
         const error = yield* Effect.flip(worker.trainWindow(modelId, [epoch([0], { exit_code: 3 })]))
-        expect(error).toMatchObject({
+        expect({ ...error }).toMatchObject({
           _tag: "WorkerExitedError",
           method: "train_window",
           reason: "ProcessExited",
           exitCode: 3,
           pid: worker.pid,
         })
-        expect(yield* Effect.flip(worker.hello())).toMatchObject({ _tag: "WorkerExitedError", method: "hello" })
+        expect({ ...(yield* Effect.flip(worker.hello())) }).toMatchObject({
+          _tag: "WorkerExitedError",
+          method: "hello",
+        })
         yield* awaitGone([worker.pid])
       }).pipe(Effect.provide(PythonWorker.layer(echo))),
     ))
