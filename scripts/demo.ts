@@ -40,7 +40,8 @@ const program = Effect.gen(function* () {
   const version = `Python ${choice.version}${
     Option.match(choice.torchVersion, { onNone: () => "", onSome: (torch) => `, torch ${torch}` })
   }`
-  yield* Console.log(`python: ${choice.python} -> ${choice.executable} (${version})`)
+  const python = `${choice.python}${choice.python === choice.executable ? "" : ` -> ${choice.executable}`} (${version})`
+  yield* Console.log(`python: ${python}`)
   yield* Console.log(`workload: ${choice.workload}, because ${choice.reason}`)
 
   const outDir = resolve(Option.getOrElse(options.out, () => join("out", `demo-${timestamp(started)}`)))
@@ -66,7 +67,7 @@ const program = Effect.gen(function* () {
   const totalMillis = (yield* Clock.currentTimeMillis) - started
   const files = yield* writeReport(outDir, run, {
     workload: choice.workload,
-    python: `${choice.python} (${choice.executable}, ${version})`,
+    python,
     reason: choice.reason,
     totalMillis,
   })
