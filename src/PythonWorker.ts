@@ -29,6 +29,7 @@ import {
   type CapabilityProbe,
   type EvalSplit,
   type Hello,
+  JsonValue,
   type MergeCandidate,
   type MergePolicy,
   type Metrics,
@@ -77,7 +78,7 @@ export const Options = Schema.Struct({
       message: (issue) => `expected "module:attr" (e.g. "my_pkg.workload:make"), got ${JSON.stringify(issue.actual)}`,
     }),
   ),
-  workloadConfig: withDefault(Schema.Unknown, () => ({})),
+  workloadConfig: withDefault(JsonValue, () => ({})),
   pythonExecutable: withDefault(Schema.NonEmptyString, () => "python3"),
   workerModule: withDefault(Schema.NonEmptyString, () => "burn_p2p_python_runtime.worker"),
   moduleSearchRoots: withDefault(Schema.Array(Schema.String), () => []),
@@ -267,7 +268,8 @@ export const make = (
       Effect.timeoutOption(config.connectTimeout),
       Effect.raceFirst(Effect.zipRight(proc.exited, connectFailure("Exited", "the process exited"))),
       Effect.flatMap(Option.match({
-        onNone: () => connectFailure("Timeout", "deadline passed"),
+        // Stopped first, so the error quotes its complete stderr without waiting for it.
+        onNone: () => Effect.zipRight(proc.terminate, connectFailure("Timeout", "deadline passed")),
         onSome: Effect.succeed,
       })),
     )

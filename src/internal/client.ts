@@ -81,18 +81,42 @@ const describeFault = (fault: FrameFault): string =>
     ? `frame header announces ${fault.length} bytes, above maxFrameBytes ${fault.maxFrameBytes}; nothing was allocated`
     : `the connection ended ${fault.received} bytes into a ${fault.expected}-byte frame`
 
-/** The reference worker sends only `error` (message and traceback): recover the exception type from its last line. */
+const TRACEBACK_HEADER = "Traceback (most recent call last):"
+
+/**
+ * The exception a Python traceback ends with: the first unindented line after
+ * the last indented (frame) line, `module.Type: message` with the message
+ * possibly running over several lines.
+ */
+const raisedBy = (traceback: string): { readonly type: string; readonly message: string } | undefined => {
+  const lines = traceback.trimEnd().split("\n")
+  const lastFrameLine = lines.findLastIndex((line) => /^\s/.test(line))
+  const match = /^([A-Za-z_][\w.]*)(?::\s?(.*))?$/.exec(lines[lastFrameLine + 1] ?? "")
+  if (lastFrameLine < 0 || match === null) return undefined
+  return {
+    type: match[1].slice(match[1].lastIndexOf(".") + 1),
+    message: [match[2] ?? "", ...lines.slice(lastFrameLine + 2)].join("\n").trim(),
+  }
+}
+
+/**
+ * Our worker sends `error` ("Type: message" then the traceback), `error_type`
+ * and `traceback`; the reference worker sends only `error` (`str(exc)` then
+ * the traceback), so the type comes from the traceback's last exception.
+ */
 const remoteError = (method: string, id: number, envelope: Envelope): RemoteError => {
   const text = typeof envelope.error === "string" ? envelope.error : JSON.stringify(envelope.error ?? null)
-  const lines = text.trimEnd().split("\n")
-  const firstLine = lines[0] ?? ""
-  const last = lines[lines.length - 1] ?? ""
-  const parsed = /^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)?): ?(.*)$/.exec(
-    typeof envelope.error_type === "string" ? firstLine : last,
-  )
-  const errorType = typeof envelope.error_type === "string" ? envelope.error_type : parsed?.[1] ?? "Exception"
-  const remoteMessage = parsed !== null && (parsed[1] === errorType) ? parsed[2] : firstLine
-  const traceback = typeof envelope.traceback === "string" ? envelope.traceback : text
+  const at = text.indexOf(TRACEBACK_HEADER)
+  const traceback = typeof envelope.traceback === "string" ? envelope.traceback : at >= 0 ? text.slice(at) : ""
+  const head = (at >= 0 ? text.slice(0, at) : text).trimEnd()
+  const raised = raisedBy(traceback)
+  const errorType = typeof envelope.error_type === "string" ? envelope.error_type : raised?.type ?? "Exception"
+  const prefix = `${errorType}:`
+  const remoteMessage = head.startsWith(prefix)
+    ? head.slice(prefix.length).replace(/^ /, "")
+    : head === errorType || head === ""
+    ? raised?.message ?? ""
+    : head
   return new RemoteError({ method, id, errorType, remoteMessage, traceback })
 }
 
@@ -234,6 +258,9 @@ export const make = (options: {
      */
     const settle = (waiting: Pending, deadline: number | undefined, timeoutMillis: number) =>
       deadline === undefined ? Deferred.await(waiting.answer) : Deferred.await(waiting.answer).pipe(
+        // Interruptible even when the caller is not (the layer's release calls
+        // `shutdown` from a finalizer): otherwise the timeout could not fire.
+        Effect.interruptible,
         Effect.timeoutFail({
           duration: Math.max(0, deadline - Date.now()),
           onTimeout: () => {
@@ -267,6 +294,7 @@ export const make = (options: {
           // A queued call that times out never reached the wire: the service stays open.
           yield* restore(
             deadline === undefined ? permit.take(1) : permit.take(1).pipe(
+              Effect.interruptible,
               Effect.timeoutFail({
                 duration: timeoutMillis,
                 onTimeout: () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis }),

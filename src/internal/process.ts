@@ -187,6 +187,7 @@ export const spawn = (
         (poll) => Option.match(poll, { onNone: () => Effect.succeedNone, onSome: Effect.asSome }),
       ),
       stderrTail: Fiber.join(stderrDone).pipe(
+        Effect.interruptible,
         Effect.timeoutOption(STDERR_SETTLE),
         Effect.map(() => tail.text),
       ),
