@@ -279,7 +279,11 @@ export const make = (
     // the socket is open, then the process finalizer's SIGTERM/SIGKILL.
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
-        const acknowledged = yield* wire.call(Rpcs.shutdown, null, Option.some(config.shutdownTimeout)).pipe(
+        // No call deadline (which would SIGKILL at once): past shutdownTimeout
+        // the worker still gets SIGTERM and a grace to clean up.
+        const acknowledged = yield* wire.call(Rpcs.shutdown, null, Option.none()).pipe(
+          Effect.interruptible,
+          Effect.timeout(config.shutdownTimeout),
           Effect.isSuccess,
         )
         if (acknowledged) yield* proc.exited.pipe(Effect.interruptible, Effect.timeoutOption(config.shutdownTimeout))

@@ -70,6 +70,8 @@ interface Scenario {
   readonly calls: number
   readonly plan: ReadonlyArray<PlanEntry>
   readonly ignoreSigterm: boolean
+  /** Per call: interrupt the caller (an outer `Effect.timeout`) after this many ms. Concurrent mode only. */
+  readonly interruptAfter: ReadonlyArray<number | undefined>
 }
 
 const scenarioArb = (maxCalls: number): fc.Arbitrary<Scenario> =>
@@ -80,9 +82,14 @@ const scenarioArb = (maxCalls: number): fc.Arbitrary<Scenario> =>
       { maxLength: 3, selector: (entry) => entry.at },
     ),
     ignoreSigterm: fc.boolean(),
-  }).map(({ calls, entries, ignoreSigterm }) => ({
+    interruptAfter: fc.array(fc.option(fc.integer({ min: 0, max: 80 }), { nil: undefined, freq: 3 }), {
+      minLength: maxCalls,
+      maxLength: maxCalls,
+    }),
+  }).map(({ calls, entries, ignoreSigterm, interruptAfter }) => ({
     calls,
     ignoreSigterm,
+    interruptAfter,
     plan: entries.map(({ at, fault, withStderr }) => ({
       at,
       fault,
@@ -190,11 +197,16 @@ const runScenario = (scenario: Scenario, mode: "sequential" | "concurrent") =>
       const one = (i: number) =>
         Effect.suspend(() => {
           const begin = Date.now()
-          return worker.trainWindow("m1", [echoBatch(`call-${i}`)]).pipe(
+          const interruptAfter = mode === "concurrent" ? scenario.interruptAfter[i] : undefined
+          const call = worker.trainWindow("m1", [echoBatch(`call-${i}`)])
+          return (interruptAfter === undefined ? call : Effect.timeout(call, interruptAfter)).pipe(
             Effect.exit,
             Effect.map((exit) => {
               const outcome = classify(exit, (metrics) => expect(metrics.echo).toBe(`call-${i}`))
-              outcomes[i] = { ...outcome, millis: Date.now() - begin }
+              const millis = Date.now() - begin
+              // An interrupted caller returns promptly, whatever the wire is doing.
+              if (outcome.tag === "TimeoutException") expect(millis).toBeLessThan(interruptAfter! + 250)
+              outcomes[i] = { ...outcome, millis }
             }),
           )
         })
@@ -271,7 +283,7 @@ describe("fault scenarios", () => {
   )
 
   it.live.prop(
-    "concurrent callers: each gets its own answer or one typed error, never another's",
+    "concurrent and interrupted callers: each gets its own answer or one typed error, never another's",
     [scenarioArb(8)],
     ([scenario]) =>
       Effect.gen(function* () {

@@ -129,7 +129,6 @@ export const make = (options: {
   Effect.gen(function* () {
     const { socket, process: proc } = options
     const pid = proc.pid
-    const scope = yield* Effect.scope
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const permit = yield* Effect.makeSemaphore(1)
     const closedWith = yield* Deferred.make<CloseCause>()
@@ -313,9 +312,11 @@ export const make = (options: {
 
           const answered = yield* Effect.exit(restore(settle(waiting, deadline, timeoutMillis)))
           if (Exit.isInterrupted(answered)) {
-            yield* Effect.forkIn(
+            // Not tied to a scope, whose closing would interrupt it before the
+            // `shutdown` request is written: it always ends, because `close`
+            // fails the pending answer.
+            yield* Effect.forkDaemon(
               Effect.ensuring(Effect.exit(settle(waiting, deadline, timeoutMillis)), permit.release(1)),
-              scope,
             )
             return yield* Effect.interrupt
           }

@@ -60,20 +60,28 @@ const STDERR_SETTLE = Duration.millis(300)
 class TextTail {
   private chunks: Array<string> = []
   private size = 0
+  private cut = false
   constructor(private readonly maxBytes: number) {}
   push(text: string): void {
     this.chunks.push(text)
     this.size += text.length
-    while (this.size > this.maxBytes && this.chunks.length > 1) {
-      this.size -= this.chunks.shift()!.length
+    while (this.size > this.maxBytes) {
+      const excess = this.size - this.maxBytes
+      this.cut = true
+      if (this.chunks[0].length > excess) {
+        this.chunks[0] = this.chunks[0].slice(excess)
+        this.size -= excess
+      } else {
+        this.size -= this.chunks.shift()!.length
+      }
     }
   }
+  /** Starts at a line boundary once the front has been cut. */
   get text(): string {
     const all = this.chunks.join("")
-    if (all.length <= this.maxBytes) return all
-    const cut = all.slice(all.length - this.maxBytes)
-    const newline = cut.indexOf("\n")
-    return newline >= 0 && newline < cut.length - 1 ? cut.slice(newline + 1) : cut
+    if (!this.cut) return all
+    const newline = all.indexOf("\n")
+    return newline >= 0 && newline < all.length - 1 ? all.slice(newline + 1) : all
   }
 }
 

@@ -1,0 +1,350 @@
+/**
+ * The service's failure semantics, one mechanism per test: deadlines,
+ * interruption, death detection, worker output, and a release that completes
+ * whatever state the worker is in.
+ */
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { describe, expect, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as HashMap from "effect/HashMap"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Scope from "effect/Scope"
+import { spawn } from "node:child_process"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import * as Net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import process from "node:process"
+import type { BatchRef } from "../src/Protocol.ts"
+import { make, type PythonWorker } from "../src/PythonWorker.ts"
+import { awaitGone, fixturesRoot, isAlive, testPython } from "./helpers.ts"
+
+interface Step {
+  readonly at: number
+  readonly fault: string
+  readonly stderr?: string
+  readonly [field: string]: unknown
+}
+
+/** Options for the fault worker with this plan, and where it records what it saw. */
+const faultWorker = (
+  plan: ReadonlyArray<Step>,
+  extra: Partial<PythonWorker.Options> & { ignoreSigterm?: boolean } = {},
+) => {
+  const dir = mkdtempSync(join(tmpdir(), "lifecycle-"))
+  const record = join(dir, "record.jsonl")
+  const { ignoreSigterm, ...rest } = extra
+  const options: PythonWorker.Options = {
+    workloadFactory: "fault_worker:ignored",
+    workerModule: "fault_worker",
+    moduleSearchRoots: [fixturesRoot],
+    pythonExecutable: testPython,
+    workloadConfig: { plan: plan as never, record, ignore_sigterm: ignoreSigterm ?? false },
+    shutdownTimeout: 300,
+    terminateGrace: 300,
+    ...rest,
+  }
+  const events = (): Array<Record<string, unknown>> =>
+    existsSync(record) ? readFileSync(record, "utf8").split("\n").filter(Boolean).map((line) => JSON.parse(line)) : []
+  const cleanup = Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+  return { options, events, cleanup }
+}
+
+const start = (options: PythonWorker.Options) => make(options).pipe(Effect.provide(NodeContext.layer))
+
+const echo = (text: string): ReadonlyArray<BatchRef> => [{
+  kind: "micro_epoch",
+  leaseId: text,
+  microshardIds: [],
+  ordinals: [],
+  bytesLen: 0,
+  pipelineKind: "generated-dataset",
+  payload: { echo: text },
+}]
+
+const timed = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    const begin = Date.now()
+    const exit = yield* Effect.exit(self)
+    return { exit, millis: Date.now() - begin }
+  })
+
+const failure = <A, E>(exit: Exit.Exit<A, E>): E => {
+  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got ${JSON.stringify(exit.value)}`)
+  const error = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+  if (error === undefined) throw new Error(`expected one typed failure, got ${exit.cause}`)
+  return error
+}
+
+/** A logger that keeps every record, and completes `seen` once a message contains `needle`. */
+const capturingLogger = (needle: string, seen: Deferred.Deferred<void>) => {
+  const records: Array<{ message: string; level: string; annotations: Record<string, unknown> }> = []
+  const logger = Logger.make(({ annotations, logLevel, message }) => {
+    const text = Array.isArray(message) ? message.join(" ") : String(message)
+    records.push({
+      message: text,
+      level: logLevel.label,
+      annotations: Object.fromEntries(HashMap.toEntries(annotations)),
+    })
+    if (text.includes(needle)) Deferred.unsafeDone(seen, Exit.void)
+  })
+  return { records, layer: Logger.replace(Logger.defaultLogger, logger) }
+}
+
+const portIsClosed = (port: number) =>
+  Effect.async<boolean>((resume) => {
+    const socket = Net.connect({ host: "127.0.0.1", port })
+    socket.once("connect", () => {
+      socket.destroy()
+      resume(Effect.succeed(false))
+    })
+    socket.once("error", () => resume(Effect.succeed(true)))
+  })
+
+describe("deadlines", () => {
+  it.live("a call past its deadline fails with RpcTimeoutError, kills the worker, and closes the service", () => {
+    const worker = faultWorker([{ at: 2, fault: "hang" }])
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      const late = yield* timed(service.trainWindow("m1", echo("late"), { timeout: 200 }))
+      expect(failure(late.exit)).toMatchObject({ _tag: "RpcTimeoutError", method: "train_window", timeoutMillis: 200 })
+      expect(late.millis).toBeLessThan(1_000)
+      yield* awaitGone([service.pid])
+      const after = yield* timed(service.hello())
+      const closed = failure(after.exit)
+      expect(closed).toMatchObject({ _tag: "WorkerClosedError", method: "hello" })
+      expect(closed._tag === "WorkerClosedError" && closed.cause?._tag).toBe("RpcTimeoutError")
+      expect(closed.message).toContain("timed out after 200 ms")
+      expect(after.millis).toBeLessThan(50)
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("callTimeout applies to every call, and a call's own timeout overrides it", () => {
+    const worker = faultWorker([{ at: 2, fault: "sleep", ms: 300 }, { at: 3, fault: "sleep", ms: 300 }], {
+      callTimeout: 150,
+    })
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      expect(yield* service.trainWindow("m1", echo("patient"), { timeout: "5 seconds" })).toMatchObject({
+        echo: "patient",
+      })
+      const hurried = yield* Effect.flip(service.trainWindow("m1", echo("hurried")))
+      expect(hurried).toMatchObject({ _tag: "RpcTimeoutError", timeoutMillis: 150 })
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("a call that times out while queued never reached the wire, and the service stays open", () => {
+    const worker = faultWorker([{ at: 2, fault: "sleep", ms: 400 }])
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      const slow = yield* Effect.fork(service.trainWindow("m1", echo("slow")))
+      const queued = yield* Effect.flip(service.trainWindow("m1", echo("queued"), { timeout: 100 }))
+      expect(queued).toMatchObject({ _tag: "RpcTimeoutError", id: null })
+      expect(yield* Fiber.join(slow)).toMatchObject({ echo: "slow" })
+      expect(yield* service.trainWindow("m1", echo("next"))).toMatchObject({ echo: "next" })
+      expect(worker.events().filter((e) => e.event === "request").map((e) => e.echo)).toEqual([
+        null,
+        "slow",
+        "next",
+      ])
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+})
+
+describe("interruption", () => {
+  it.live("an interrupted caller returns at once; the next caller gets its own answer, after the abandoned one", () => {
+    const worker = faultWorker([{ at: 2, fault: "sleep", ms: 400 }])
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      const abandoned = yield* timed(service.trainWindow("m1", echo("abandoned")).pipe(Effect.timeout("50 millis")))
+      expect(failure(abandoned.exit)).toMatchObject({ _tag: "TimeoutException" })
+      expect(abandoned.millis).toBeLessThan(200)
+      expect(yield* service.trainWindow("m1", echo("next"))).toMatchObject({ echo: "next" })
+      const events = worker.events()
+      expect(events.filter((e) => e.event === "overlap")).toEqual([])
+      expect(events.filter((e) => e.event === "request").map((e) => e.echo)).toEqual([null, "abandoned", "next"])
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("concurrent callers go on the wire one at a time, in the order they called", () => {
+    const worker = faultWorker([{ at: 2, fault: "sleep", ms: 50 }])
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      const texts = Array.from({ length: 20 }, (_, i) => `caller-${i}`)
+      const answers = yield* Effect.forEach(texts, (text) => service.trainWindow("m1", echo(text)), {
+        concurrency: "unbounded",
+      })
+      expect(answers.map((metrics) => metrics.echo)).toEqual(texts)
+      const events = worker.events()
+      expect(events.filter((e) => e.event === "request" && e.method === "train_window").map((e) => e.echo)).toEqual(
+        texts,
+      )
+      expect(events.filter((e) => e.event === "overlap")).toEqual([])
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+})
+
+describe("death detection", () => {
+  it.live("a pending call fails when the process exits, with the exit code and the stderr tail", () => {
+    const worker = faultWorker([{ at: 2, fault: "exit", code: 7, stderr: "RuntimeError: the GPU caught fire\n" }])
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      const error = yield* Effect.flip(service.trainWindow("m1", echo("doomed")))
+      expect(error).toMatchObject({ _tag: "WorkerExitedError", method: "train_window", exitCode: 7, signal: null })
+      expect(error._tag === "WorkerExitedError" && error.stderrTail).toContain("the GPU caught fire")
+      expect(error.message).toContain("exited with code 7")
+      expect(error.message).toContain("RuntimeError: the GPU caught fire")
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("a death between calls is noticed: the next call fails at once with the signal, without a timeout", () => {
+    const worker = faultWorker([], { callTimeout: "30 seconds" })
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      process.kill(service.pid, "SIGKILL")
+      yield* awaitGone([service.pid])
+      const after = yield* timed(service.hello())
+      expect(failure(after.exit)).toMatchObject({ _tag: "WorkerExitedError", method: "hello", signal: "SIGKILL" })
+      expect(after.millis).toBeLessThan(1_500)
+      const again = yield* timed(service.hello())
+      expect(failure(again.exit)).toMatchObject({ _tag: "WorkerExitedError", signal: "SIGKILL" })
+      expect(again.millis).toBeLessThan(50)
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+})
+
+describe("worker output", () => {
+  it.live("stderr lines reach the logger at debug level, annotated with the pid and the stream", () => {
+    const worker = faultWorker([{ at: 2, fault: "behave", stderr: "loading shard 17 of 40\n" }])
+    return Effect.gen(function* () {
+      const seen = yield* Deferred.make<void>()
+      const capture = capturingLogger("loading shard 17 of 40", seen)
+      const pid = yield* Effect.scoped(Effect.gen(function* () {
+        const service = yield* start(worker.options)
+        yield* service.trainWindow("m1", echo("x"))
+        yield* Deferred.await(seen)
+        return service.pid
+      })).pipe(Effect.provide(capture.layer), Logger.withMinimumLogLevel(LogLevel.Debug))
+      expect(capture.records.find((r) => r.message === "loading shard 17 of 40")).toMatchObject({
+        level: "DEBUG",
+        annotations: { pid, stream: "stderr" },
+      })
+    }).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("a worker writing 50 MB to stderr does not block, and the tail keeps the latest ~64 KiB", () => {
+    const worker = faultWorker([
+      { at: 2, fault: "stderr_flood", n: 50 * 1024 * 1024 },
+      { at: 3, fault: "exit", code: 3, stderr: "last words\n" },
+    ])
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      expect(yield* service.trainWindow("m1", echo("flood"), { timeout: "60 seconds" })).toMatchObject({
+        echo: "flood",
+      })
+      const error = yield* Effect.flip(service.trainWindow("m1", echo("end")))
+      if (error._tag !== "WorkerExitedError") throw new Error(`unexpected ${error._tag}`)
+      expect(error.stderrTail.endsWith("last words\n")).toBe(true)
+      expect(error.stderrTail.length).toBeLessThanOrEqual(64 * 1024)
+      expect(error.stderrTail.length).toBeGreaterThan(32 * 1024)
+    })).pipe(Effect.ensuring(worker.cleanup))
+  }, 120_000)
+})
+
+describe("release", () => {
+  const closesWithin = (
+    options: PythonWorker.Options,
+    during: (service: PythonWorker.Service) => Effect.Effect<void>,
+  ) =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const service = yield* start(options).pipe(Scope.extend(scope))
+      yield* during(service)
+      const begin = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      const millis = Date.now() - begin
+      yield* awaitGone([service.pid])
+      return millis
+    })
+
+  it.live("completes when the worker ignores SIGTERM and never answers shutdown", () => {
+    const worker = faultWorker([{ at: 2, fault: "hang" }], { ignoreSigterm: true })
+    return Effect.gen(function* () {
+      const millis = yield* closesWithin(worker.options, () => Effect.void)
+      // shutdownTimeout (300) + terminateGrace (300), then SIGKILL.
+      expect(millis).toBeGreaterThanOrEqual(550)
+      expect(millis).toBeLessThan(2_000)
+    }).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("completes when the worker is stopped with SIGSTOP", () => {
+    const worker = faultWorker([], { ignoreSigterm: true })
+    return Effect.gen(function* () {
+      const millis = yield* closesWithin(
+        worker.options,
+        (service) => Effect.sync(() => process.kill(service.pid, "SIGSTOP")),
+      )
+      expect(millis).toBeLessThan(2_000)
+    }).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("a call still pending at release fails with WorkerClosedError, and release is bounded", () => {
+    const worker = faultWorker([{ at: 2, fault: "hang" }])
+    return Effect.gen(function* () {
+      let pending: Fiber.RuntimeFiber<unknown, unknown> | undefined
+      const millis = yield* closesWithin(worker.options, (service) =>
+        Effect.gen(function* () {
+          pending = yield* Effect.forkDaemon(service.trainWindow("m1", echo("stuck")))
+          yield* Effect.yieldNow()
+        }))
+      expect(millis).toBeLessThan(2_000)
+      const error = failure(yield* Fiber.await(pending!))
+      expect(error).toMatchObject({ _tag: "WorkerClosedError", method: "train_window" })
+    }).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("kills the children the worker started", () => {
+    const worker = faultWorker([{ at: 2, fault: "spawn_child" }])
+    return Effect.gen(function* () {
+      yield* closesWithin(worker.options, (service) => Effect.asVoid(service.trainWindow("m1", echo("spawn"))))
+      const children = worker.events().filter((e) => e.event === "child").map((e) => e.pid as number)
+      expect(children.length).toBe(1)
+      yield* awaitGone(children)
+    }).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("interrupted during start, it leaves no process and no open listener", () => {
+    const worker = faultWorker([{ at: 1, fault: "hang", stderr: "stuck in hello\n" }])
+    return Effect.gen(function* () {
+      const seen = yield* Deferred.make<void>()
+      const capture = capturingLogger("stuck in hello", seen)
+      const starting = yield* Effect.fork(
+        Effect.scoped(start(worker.options)).pipe(
+          Effect.provide(capture.layer),
+          Logger.withMinimumLogLevel(LogLevel.Debug),
+        ),
+      )
+      yield* Deferred.await(seen)
+      yield* Fiber.interrupt(starting)
+      const begin = worker.events().find((e) => e.event === "start")!
+      yield* awaitGone([begin.pid as number])
+      expect(yield* portIsClosed(begin.port as number)).toBe(true)
+    }).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("the worker exits when the client process dies without releasing it", () =>
+    Effect.gen(function* () {
+      const script = join(fixturesRoot, "..", "orphan_client.ts")
+      const child = spawn(process.execPath, ["run", "-A", script, testPython], { stdio: ["ignore", "pipe", "inherit"] })
+      const workerPid = yield* Effect.async<number>((resume) => {
+        child.stdout.once("data", (chunk: Uint8Array) => resume(Effect.succeed(Number(String(chunk).trim()))))
+      })
+      expect(isAlive(workerPid)).toBe(true)
+      child.kill("SIGKILL")
+      yield* awaitGone([workerPid])
+    }))
+})
