@@ -53,13 +53,13 @@ export type JsonValue = null | boolean | number | string | ReadonlyArray<JsonVal
  * @since 0.1.0
  * @category models
  */
-export const MetricValue = Schema.Union(F64, Schema.Boolean, Schema.String)
+export const MetricValue = Schema.Union(F64, Schema.Boolean, Schema.String).annotations({ identifier: "MetricValue" })
 
 /**
  * @since 0.1.0
  * @category models
  */
-export const Metrics = Schema.Record({ key: Schema.String, value: MetricValue })
+export const Metrics = Schema.Record({ key: Schema.String, value: MetricValue }).annotations({ identifier: "Metrics" })
 /**
  * @since 0.1.0
  * @category models
@@ -105,7 +105,7 @@ export class CapabilityProbe extends Schema.Class<CapabilityProbe>("CapabilityPr
 export const EvalSplit = Schema.Union(
   Schema.Literal("Train", "Validation", "Test"),
   Schema.Struct({ Custom: Schema.String }),
-)
+).annotations({ identifier: "EvalSplit" })
 /**
  * @since 0.1.0
  * @category models
@@ -119,7 +119,7 @@ export type EvalSplit = typeof EvalSplit.Type
 export const MergePolicy = Schema.Union(
   Schema.Literal("WeightedMean", "NormClippedWeightedMean", "TrimmedMean", "Ema", "QualityWeightedEma"),
   Schema.Struct({ Custom: Schema.String }),
-)
+).annotations({ identifier: "MergePolicy" })
 /**
  * @since 0.1.0
  * @category models
@@ -138,7 +138,7 @@ export const ReconcileStrategy = Schema.Union(
   Schema.Struct({
     RootEma: Schema.Struct({ canonicalWeight: wire(F64.pipe(Schema.between(0, 1)), "canonical_weight") }),
   }),
-)
+).annotations({ identifier: "ReconcileStrategy" })
 /**
  * @since 0.1.0
  * @category models
@@ -152,7 +152,7 @@ export type ReconcileStrategy = typeof ReconcileStrategy.Type
 export const PatchOutcome = Schema.Union(
   Schema.Literal("Applied", "RequiresRestart"),
   Schema.Struct({ Rejected: Schema.String }),
-)
+).annotations({ identifier: "PatchOutcome" })
 /**
  * @since 0.1.0
  * @category models
@@ -168,7 +168,7 @@ export const PatchValue = Schema.Union(
   F64,
   Schema.String,
   Schema.Array(Schema.String),
-)
+).annotations({ identifier: "PatchValue" })
 
 /**
  * @since 0.1.0
@@ -180,7 +180,7 @@ export const RuntimePatch = Schema.Struct({
   summary: Schema.String,
   values: Schema.Record({ key: Schema.String, value: PatchValue }),
   requiredClientCapabilities: wire(Schema.Array(Schema.String), "required_client_capabilities"),
-})
+}).annotations({ identifier: "RuntimePatch" })
 /**
  * @since 0.1.0
  * @category models
@@ -198,7 +198,7 @@ export const MergeCandidate = Schema.Struct({
   modelId: wire(Schema.String, "model_id"),
   sampleWeight: wire(F64, "sample_weight"),
   qualityWeight: wire(F64, "quality_weight"),
-})
+}).annotations({ identifier: "MergeCandidate" })
 /**
  * @since 0.1.0
  * @category models
@@ -217,7 +217,7 @@ export const CachedMicroshardGroup = Schema.Struct({
   microshardIds: wire(Schema.Array(Schema.String), "microshard_ids"),
   ordinals: Schema.Array(U32),
   bytesLen: wire(U64, "bytes_len"),
-})
+}).annotations({ identifier: "CachedMicroshardGroup" })
 
 /**
  * A descriptor the workload turns into data itself (indices, generator seeds).
@@ -236,13 +236,13 @@ export const MicroEpoch = Schema.Struct({
     "pipeline_kind",
   ),
   payload: JsonValue,
-})
+}).annotations({ identifier: "MicroEpoch" })
 
 /**
  * @since 0.1.0
  * @category models
  */
-export const BatchRef = Schema.Union(CachedMicroshardGroup, MicroEpoch)
+export const BatchRef = Schema.Union(CachedMicroshardGroup, MicroEpoch).annotations({ identifier: "BatchRef" })
 /**
  * @since 0.1.0
  * @category models
