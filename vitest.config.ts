@@ -5,6 +5,6 @@ export default defineConfig({
     include: ["tests/**/*.test.ts"],
     // Tests start real Python processes; the slowest (property runs) set their own budget.
     testTimeout: 60_000,
-    hookTimeout: 30_000
-  }
+    hookTimeout: 30_000,
+  },
 })
