@@ -258,7 +258,7 @@ describe("worker output", () => {
 describe("release", () => {
   const closesWithin = (
     options: PythonWorker.Options,
-    during: (service: PythonWorker.Service) => Effect.Effect<void>,
+    during: (service: PythonWorker.Service) => Effect.Effect<void, unknown>,
   ) =>
     Effect.gen(function* () {
       const scope = yield* Scope.make()

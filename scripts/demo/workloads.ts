@@ -3,6 +3,7 @@
  * default run (4 peers x 5 rounds) short and still show learning.
  */
 import * as Duration from "effect/Duration"
+import type { JsonValue } from "../../src/Protocol.ts"
 
 export type WorkloadKind = "torch" | "reference"
 
@@ -14,7 +15,7 @@ export interface WorkloadSpec {
   /** Microshards each peer trains on per round (its lease). */
   readonly microshardsPerWindow: number
   /** Workload-specific config keys, beside the shared ones `workloadConfig` adds. */
-  readonly extraConfig: Readonly<Record<string, unknown>>
+  readonly extraConfig: { readonly [key: string]: JsonValue }
   readonly device: string
   /** Importing torch takes seconds per process, and every worker starts at once on few cores. */
   readonly connectTimeout: Duration.Duration
@@ -47,7 +48,7 @@ export const workloads: Readonly<Record<WorkloadKind, WorkloadSpec>> = {
 }
 
 /** Every worker (peers and reducer) gets the same config, so they share the dataset and the genesis model. */
-export const workloadConfig = (spec: WorkloadSpec): Record<string, unknown> => ({
+export const workloadConfig = (spec: WorkloadSpec): { readonly [key: string]: JsonValue } => ({
   ...spec.extraConfig,
   dataset_seed: 7,
   seed: 11,
