@@ -336,7 +336,7 @@ describe("release", () => {
     }).pipe(Effect.ensuring(worker.cleanup))
   })
 
-  it.live("the worker exits when the client process dies without releasing it", () =>
+  it.live("a busy worker exits when the client process dies without releasing it", () =>
     Effect.gen(function* () {
       const script = join(fixturesRoot, "..", "orphan_client.ts")
       const child = spawn(process.execPath, ["run", "-A", script, testPython], { stdio: ["ignore", "pipe", "inherit"] })

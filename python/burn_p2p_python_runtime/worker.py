@@ -127,8 +127,12 @@ def _start_orphan_guard():
                 pass
         except OSError:
             pass
-        _complain("stdin reached EOF: the client is gone; exiting")
-        os._exit(0)
+        try:
+            _complain("stdin reached EOF: the client is gone; exiting")
+        finally:
+            # The client held stderr's reading end too: the message may raise
+            # BrokenPipeError, and the worker must exit all the same.
+            os._exit(0)
 
     threading.Thread(target=watch_stdin, name="stdin-eof-guard", daemon=True).start()
 
