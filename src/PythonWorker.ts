@@ -188,6 +188,19 @@ export class PythonWorker extends PythonWorkerBase {
   static layer(options: PythonWorker.Options): Layer.Layer<PythonWorker, StartError> {
     return Layer.scoped(PythonWorker, make(options)).pipe(Layer.provide(NodeContext.layer))
   }
+
+  /**
+   * The service without a layer: the scope owns the process; bring your own
+   * `CommandExecutor` (e.g. `NodeContext.layer`).
+   *
+   * @since 0.1.0
+   * @category constructors
+   */
+  static make(
+    options: PythonWorker.Options,
+  ): Effect.Effect<PythonWorker.Service, StartError, Scope.Scope | CommandExecutor.CommandExecutor> {
+    return make(options)
+  }
 }
 
 const decodeOptions = (options: PythonWorker.Options) =>
