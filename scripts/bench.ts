@@ -43,8 +43,10 @@ const PINNED_ENV = "BURN_P2P_BENCH_PINNED"
 const MiB = 1024 * 1024
 const SIZES_MIB = [1, 16, 64]
 
+// `deno task bench -- --pin` forwards the `--` itself.
+const args = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args
 const { values: flags } = parseArgs({
-  args: Deno.args,
+  args,
   options: {
     python: { type: "string", default: "/usr/bin/python3" },
     calls: { type: "string", default: "5000" },
@@ -75,7 +77,7 @@ const trainRuns = count("train-runs", flags["train-runs"])
 if (flags.pin && Deno.env.get(PINNED_ENV) !== "1") {
   // The terminal's Ctrl-C reaches the child too (same process group): let it clean up, then exit with its code.
   const child = new Deno.Command("taskset", {
-    args: ["-c", "0", Deno.execPath(), "run", "-A", fileURLToPath(import.meta.url), ...Deno.args],
+    args: ["-c", "0", Deno.execPath(), "run", "-A", fileURLToPath(import.meta.url), ...args],
     env: { [PINNED_ENV]: "1" },
     stdin: "inherit",
     stdout: "inherit",
