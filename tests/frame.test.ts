@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "effect/FastCheck"
 import { Buffer } from "node:buffer"
-import { encodeFrame, FrameDecoder } from "../src/internal/frame.ts"
+import { encodeFrame, encodeRequestFrame, FrameDecoder } from "../src/internal/frame.ts"
 
 const decodeAll = (decoder: FrameDecoder, chunks: ReadonlyArray<Uint8Array>) => {
   const frames: Array<string> = []
@@ -76,4 +76,14 @@ describe("framing", () => {
     expect(new FrameDecoder(32).push(encodeFrame(text)).frames.length).toBe(1)
     expect(new FrameDecoder(31).push(encodeFrame(text)).fault?._tag).toBe("FrameTooLarge")
   })
+})
+
+describe("request frames", () => {
+  it.prop(
+    "encodeRequestFrame(head, params) is the frame of head + params + '}'",
+    [fc.string({ unit: "binary", maxLength: 100 }), fc.string({ unit: "binary", maxLength: 300 })],
+    ([head, params]) => {
+      expect(encodeRequestFrame(head, params)).toEqual(encodeFrame(`${head}${params}}`))
+    },
+  )
 })

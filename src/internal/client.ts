@@ -37,7 +37,7 @@ import {
   WorkerClosedError,
   WorkerExitedError,
 } from "../WorkerError.ts"
-import { encodeFrame, FrameDecoder, type FrameFault } from "./frame.ts"
+import { encodeRequestFrame, FrameDecoder, type FrameFault } from "./frame.ts"
 import type { WorkerProcess } from "./process.ts"
 
 /** Why the client closed. `ScopeClosed` is the orderly end. */
@@ -308,7 +308,7 @@ export const make = (options: {
           const id = nextId++
           const waiting: Pending = { id, method, answer: Deferred.unsafeMake(FiberId.none) }
           pending = waiting
-          socket.write(encodeFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":${paramsJson}}`))
+          socket.write(encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, paramsJson))
 
           const answered = yield* Effect.exit(restore(settle(waiting, deadline, timeoutMillis)))
           if (Exit.isInterrupted(answered)) {

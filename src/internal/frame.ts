@@ -15,6 +15,11 @@ export type FrameFault =
   | { readonly _tag: "FrameTooLarge"; readonly length: number; readonly maxFrameBytes: number }
   | { readonly _tag: "TruncatedFrame"; readonly expected: number; readonly received: number }
 
+const writeHeader = (frame: Buffer, bodyLength: number) => {
+  frame.writeUInt32BE(Math.floor(bodyLength / 0x1_0000_0000), 0)
+  frame.writeUInt32BE(bodyLength >>> 0, 4)
+}
+
 /**
  * Encodes a JSON text as one frame in one buffer, so the socket sees one write
  * (split header and body writes cost ~44 ms per call with Nagle).
@@ -24,9 +29,27 @@ export type FrameFault =
 export const encodeFrame = (text: string): Buffer => {
   const bodyLength = Buffer.byteLength(text, "utf8")
   const frame = Buffer.allocUnsafe(HEADER_BYTES + bodyLength)
-  frame.writeUInt32BE(Math.floor(bodyLength / 0x1_0000_0000), 0)
-  frame.writeUInt32BE(bodyLength >>> 0, 4)
+  writeHeader(frame, bodyLength)
   frame.write(text, HEADER_BYTES, "utf8")
+  return frame
+}
+
+/**
+ * Encodes `head + params + "}"` as one frame without concatenating the
+ * strings first: joining a large params text to the envelope makes V8 flatten
+ * and copy it (measured: 74 ms instead of 37 ms for 64 MiB).
+ *
+ * @internal
+ */
+export const encodeRequestFrame = (head: string, params: string): Buffer => {
+  const headLength = Buffer.byteLength(head, "utf8")
+  const paramsLength = Buffer.byteLength(params, "utf8")
+  const bodyLength = headLength + paramsLength + 1
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + bodyLength)
+  writeHeader(frame, bodyLength)
+  frame.write(head, HEADER_BYTES, "utf8")
+  frame.write(params, HEADER_BYTES + headLength, "utf8")
+  frame[HEADER_BYTES + bodyLength - 1] = 0x7d // "}"
   return frame
 }
 
