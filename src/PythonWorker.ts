@@ -282,7 +282,7 @@ export const make = (
             }),
           ),
       )
-    const socket = yield* listener.accepted.pipe(
+    const socket = yield* listener.accept(pid).pipe(
       Effect.timeoutOption(config.connectTimeout),
       Effect.raceFirst(Effect.zipRight(proc.exited, connectFailure("Exited", "the process exited"))),
       Effect.flatMap(Option.match({
