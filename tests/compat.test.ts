@@ -6,19 +6,25 @@
  * Errors are matched as `{ ...error }`: an error failed inside an `Effect.fn`
  * span is a Proxy, and vitest overflows its stack printing a failed match on it.
  */
-import * as Command from "@effect/platform/Command"
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
-import { type BatchRef, type MergeCandidate, PythonWorker, type RuntimePatch } from "../src/mod.ts"
-import { awaitGone, fixturesRoot, isAlive, testPython } from "./helpers.ts"
+import { PythonWorker } from "../src/mod.ts"
+import {
+  awaitGone,
+  awkwardExceptionsKeepTypeAndMessage,
+  cached,
+  candidate,
+  fixturesRoot,
+  generated,
+  isAlive,
+  patch,
+  tempDir,
+  testPython,
+  writeShards,
+} from "./helpers.ts"
 
-const runtimeRoot = fileURLToPath(new URL("../python", import.meta.url))
 const config = { dataset_seed: 2, seed: 9, examples_per_microshard: 16 }
 const ours: PythonWorker.Options = {
   workloadFactory: "burn_p2p_python_runtime.reference_workload:make",
@@ -30,65 +36,6 @@ const reference: PythonWorker.Options = {
   workerModule: "reference_compat_worker",
   moduleSearchRoots: [fixturesRoot],
 }
-
-const tempDir = Effect.acquireRelease(
-  Effect.sync(() => mkdtempSync(join(tmpdir(), "burn-p2p-compat-test-"))),
-  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true })),
-)
-
-const writeShards = (dir: string, ordinals: ReadonlyArray<number>) =>
-  Command.make(
-    testPython,
-    "-m",
-    "burn_p2p_python_runtime.reference_workload",
-    "write-shards",
-    "--out",
-    dir,
-    "--config-json",
-    JSON.stringify(config),
-    "--ordinals",
-    ordinals.join(","),
-  ).pipe(
-    Command.env({ PYTHONPATH: runtimeRoot }),
-    Command.string,
-    Effect.map((stdout) => JSON.parse(stdout) as Array<string>),
-    Effect.provide(NodeContext.layer),
-  )
-
-const generated = (ordinals: ReadonlyArray<number>, seed: number): BatchRef => ({
-  kind: "micro_epoch",
-  leaseId: `lease-${seed}`,
-  microshardIds: ordinals.map((ordinal) => `s${seed}-o${ordinal}`),
-  ordinals,
-  bytesLen: 0,
-  pipelineKind: "generated-dataset",
-  payload: { seed },
-})
-
-const cached = (shardPaths: ReadonlyArray<string>, ordinals: ReadonlyArray<number>): BatchRef => ({
-  kind: "cached_microshard_group",
-  shardPaths,
-  microshardIds: ordinals.map((ordinal) => `s0-o${ordinal}`),
-  ordinals,
-  bytesLen: 0,
-})
-
-const candidate = (modelId: string, sampleWeight: number): MergeCandidate => ({
-  peerId: `peer-${modelId}`,
-  headId: `head-${modelId}`,
-  artifactId: `artifact-${modelId}`,
-  modelId,
-  sampleWeight,
-  qualityWeight: 1,
-})
-
-const patch = (values: RuntimePatch["values"]): RuntimePatch => ({
-  patchId: "patch-1",
-  class: "Hot",
-  summary: "test patch",
-  values,
-  requiredClientCapabilities: [],
-})
 
 /**
  * Every model method once, in a fixed order on a fresh worker; returns what a
@@ -125,13 +72,6 @@ const everyMethod = (artifact: string, shardPaths: ReadonlyArray<string>) =>
     expect({ ...released }).toMatchObject({ _tag: "RemoteError", method: "evaluate" })
     return { trainA, trainB, evaluations, finals }
   })
-
-/** raising_workload's awkward exceptions: the `Custom` split that raises, the type and the message to report. */
-const awkward = [
-  ["bare", "RuntimeError", ""],
-  ["multiline", "ValueError", "first line\nsecond line"],
-  ["chained", "ValueError", "outer"],
-] as const
 
 layer(PythonWorker.layer(reference), { excludeTestServices: true })("our client, the reference worker", (it) => {
   it.effect("hello and capabilityProbe", () =>
@@ -180,7 +120,7 @@ describe("our client, the reference worker, one worker per test", () => {
   it.scopedLive("every method answers as our own worker does, and the process is gone after", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
-      const shardPaths = yield* writeShards(dir, [0, 1])
+      const shardPaths = yield* writeShards("burn_p2p_python_runtime.reference_workload", config, dir, [0, 1])
       let pid = 0
       const fromReference = yield* Effect.gen(function* () {
         const worker = yield* PythonWorker
@@ -198,14 +138,9 @@ describe("our client, the reference worker, one worker per test", () => {
     }))
 
   it.live("exceptions of awkward shapes keep their type and whole message without error_type", () =>
-    Effect.gen(function* () {
-      const worker = yield* PythonWorker
-      const modelId = yield* worker.initModel("cpu")
-      for (const [shape, errorType, remoteMessage] of awkward) {
-        const error = yield* Effect.flip(worker.evaluate(modelId, { Custom: shape }))
-        expect({ ...error }).toMatchObject({ _tag: "RemoteError", method: "evaluate", errorType, remoteMessage })
-      }
-    }).pipe(Effect.provide(PythonWorker.layer({ ...reference, workloadFactory: "raising_workload:make" }))))
+    awkwardExceptionsKeepTypeAndMessage.pipe(
+      Effect.provide(PythonWorker.layer({ ...reference, workloadFactory: "raising_workload:make" })),
+    ))
 
   it.live("a factory that raises: WorkerConnectError with the uncaught exception's exit status and traceback", () =>
     Effect.gen(function* () {

@@ -7,7 +7,6 @@ import * as Command from "@effect/platform/Command"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it } from "@effect/vitest"
-import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -19,14 +18,23 @@ import type { DemoEvent } from "../scripts/demo/progress.ts"
 import { writeReport } from "../scripts/demo/report.ts"
 import { defaultSettings, runRounds } from "../scripts/demo/rounds.ts"
 import { workloads } from "../scripts/demo/workloads.ts"
-import { awaitGone, testPython } from "./helpers.ts"
+import { awaitGone, streamText, tempDir, testPython } from "./helpers.ts"
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url))
 
-const tempDir = Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "burn-p2p-demo-" }))
-
-const collect = <E>(stream: Stream.Stream<Uint8Array, E>) =>
-  stream.pipe(Stream.decodeText(), Stream.runCollect, Effect.map((chunks) => Chunk.join(chunks, "")))
+/** The demo's flags for a small run of the reference workload: 2 peers, `rounds` rounds, reports in `dir`. */
+const demoFlags = (rounds: number, dir: string) => [
+  "--peers",
+  "2",
+  "--rounds",
+  String(rounds),
+  "--workload",
+  "reference",
+  "--python",
+  testPython,
+  "--out",
+  dir,
+]
 
 /** Worker pids as the plain progress log announces them ("peer-0 ready: pid 1234, ..."). */
 const announcedPids = (output: string) => [...output.matchAll(/ready: pid (\d+)/g)].map((match) => Number(match[1]))
@@ -122,25 +130,12 @@ describe("demo", () => {
       const fs = yield* FileSystem.FileSystem
       const dir = yield* tempDir
       const proc = yield* Command.start(
-        Command.make(
-          process.execPath,
-          "task",
-          "--quiet",
-          "demo",
-          "--peers",
-          "2",
-          "--rounds",
-          "2",
-          "--workload",
-          "reference",
-          "--python",
-          testPython,
-          "--out",
-          dir,
-        ).pipe(Command.workingDirectory(repoRoot)),
+        Command.make(process.execPath, "task", "--quiet", "demo", ...demoFlags(2, dir)).pipe(
+          Command.workingDirectory(repoRoot),
+        ),
       )
       const [stdout, stderr, exitCode] = yield* Effect.all(
-        [collect(proc.stdout), collect(proc.stderr), proc.exitCode],
+        [streamText(proc.stdout), streamText(proc.stderr), proc.exitCode],
         { concurrency: "unbounded" },
       )
       expect({ exitCode, stderr }).toEqual({ exitCode: 0, stderr: "" })
@@ -166,24 +161,11 @@ describe("demo", () => {
       const dir = yield* tempDir
       // `deno run` itself, not `deno task`: the signal goes to the demo alone.
       const proc = yield* Command.start(
-        Command.make(
-          process.execPath,
-          "run",
-          "-A",
-          "scripts/demo.ts",
-          "--peers",
-          "2",
-          "--rounds",
-          "100",
-          "--workload",
-          "reference",
-          "--python",
-          testPython,
-          "--out",
-          dir,
-        ).pipe(Command.workingDirectory(repoRoot)),
+        Command.make(process.execPath, "run", "-A", "scripts/demo.ts", ...demoFlags(100, dir)).pipe(
+          Command.workingDirectory(repoRoot),
+        ),
       )
-      const stderr = yield* Effect.fork(collect(proc.stderr))
+      const stderr = yield* Effect.fork(streamText(proc.stderr))
       // One reader for the whole run: the log so far, and a latch once round 2 has begun.
       const midRun = yield* Deferred.make<void>()
       let output = ""

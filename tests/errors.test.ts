@@ -9,8 +9,8 @@ import { describe, expect, it, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { readdirSync, readFileSync } from "node:fs"
 import process from "node:process"
-import { type BatchRef, type JsonValue, PythonWorker } from "../src/mod.ts"
-import { awaitGone, fixturesRoot, testPython } from "./helpers.ts"
+import { PythonWorker } from "../src/mod.ts"
+import { awaitGone, awkwardExceptionsKeepTypeAndMessage, echoBatch, fixturesRoot, testPython } from "./helpers.ts"
 
 const echo: PythonWorker.Options = {
   workloadFactory: "echo_workload:make",
@@ -42,16 +42,6 @@ const leavesNoProcess = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 /** Starting the service must fail: its error. */
 const startError = (options: PythonWorker.Options) =>
   leavesNoProcess(Effect.flip(Effect.provide(PythonWorker, PythonWorker.layer(options))))
-
-const epoch = (ordinals: ReadonlyArray<number>, payload: JsonValue = {}): BatchRef => ({
-  kind: "micro_epoch",
-  leaseId: "lease",
-  microshardIds: ordinals.map(String),
-  ordinals,
-  bytesLen: 0,
-  pipelineKind: "generated-dataset",
-  payload,
-})
 
 describe("starting a worker", () => {
   it.live("a missing Python executable is a WorkerSpawnError NotFound", () =>
@@ -182,13 +172,6 @@ describe("starting a worker", () => {
     }))
 })
 
-/** raising_workload's awkward exceptions: the `Custom` split that raises, the type and the message to report. */
-const awkward = [
-  ["bare", "RuntimeError", ""],
-  ["multiline", "ValueError", "first line\nsecond line"],
-  ["chained", "ValueError", "outer"],
-] as const
-
 // The echo workload plus awkward exceptions (raising_workload).
 layer(PythonWorker.layer({ ...echo, workloadFactory: "raising_workload:make" }), { excludeTestServices: true })(
   "calls that fail while the worker keeps serving",
@@ -228,14 +211,7 @@ layer(PythonWorker.layer({ ...echo, workloadFactory: "raising_workload:make" }),
       }))
 
     it.effect("exceptions of awkward shapes keep their type and whole message", () =>
-      Effect.gen(function* () {
-        const worker = yield* PythonWorker
-        const modelId = yield* worker.initModel("cpu")
-        for (const [shape, errorType, remoteMessage] of awkward) {
-          const error = yield* Effect.flip(worker.evaluate(modelId, { Custom: shape }))
-          expect({ ...error }).toMatchObject({ _tag: "RemoteError", method: "evaluate", errorType, remoteMessage })
-        }
-      }))
+      awkwardExceptionsKeepTypeAndMessage)
 
     it.effect("invalid call arguments are an InvalidArgumentError, nothing is sent, and the service still works", () =>
       Effect.gen(function* () {
@@ -246,7 +222,7 @@ layer(PythonWorker.layer({ ...echo, workloadFactory: "raising_workload:make" }),
           Effect.map((error) => (error._tag === "RemoteError" ? error.id : -1)),
         )
         const firstId = yield* unknown
-        const negative = yield* Effect.flip(worker.trainWindow(modelId, [epoch([-1])]))
+        const negative = yield* Effect.flip(worker.trainWindow(modelId, [echoBatch({}, [-1])]))
         expect({ ...negative }).toMatchObject({
           _tag: "InvalidArgumentError",
           where: "train_window",
@@ -258,7 +234,7 @@ layer(PythonWorker.layer({ ...echo, workloadFactory: "raising_workload:make" }),
         expect({ ...weight }).toMatchObject({ _tag: "InvalidArgumentError", where: "reconcile_canonical_model" })
         // Request ids are consecutive on the wire: neither refused call used one.
         expect(yield* unknown).toBe(firstId + 1)
-        expect(yield* worker.trainWindow(modelId, [epoch([0, 1], { echo: "still here" })])).toEqual({
+        expect(yield* worker.trainWindow(modelId, [echoBatch({ echo: "still here" }, [0, 1])])).toEqual({
           echo: "still here",
           examples: 2,
         })
@@ -280,7 +256,7 @@ describe("using a worker past its end", () => {
       Effect.gen(function* () {
         const worker = yield* PythonWorker
         const modelId = yield* worker.initModel("cpu")
-        const error = yield* Effect.flip(worker.trainWindow(modelId, [epoch([0], { exit_code: 3 })]))
+        const error = yield* Effect.flip(worker.trainWindow(modelId, [echoBatch({ exit_code: 3 }, [0])]))
         expect({ ...error }).toMatchObject({
           _tag: "WorkerExitedError",
           method: "train_window",

@@ -15,14 +15,9 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as fc from "effect/FastCheck"
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
-import * as Net from "node:net"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import process from "node:process"
-import type { BatchRef } from "../src/Protocol.ts"
 import { make } from "../src/PythonWorker.ts"
-import { awaitGone, fixturesRoot, testPython } from "./helpers.ts"
+import { awaitGone, echoBatch, faultWorker, portIsClosed } from "./helpers.ts"
 
 const CALL_TIMEOUT_MS = 400
 /** Beyond the deadline: the wait for the exit status (1 s) and the stderr drain (0.3 s) after a death. */
@@ -122,16 +117,6 @@ const expectedOutcome = (fault: Fault | undefined): { tag: string; after: "open"
   }
 }
 
-const echoBatch = (echo: string): BatchRef => ({
-  kind: "micro_epoch",
-  leaseId: echo,
-  microshardIds: [],
-  ordinals: [],
-  bytesLen: 0,
-  pipelineKind: "generated-dataset",
-  payload: { echo },
-})
-
 interface Outcome {
   readonly tag: string
   readonly millis: number
@@ -153,52 +138,25 @@ const classify = <A>(
   return { tag: failures[0]._tag, error: failures[0] }
 }
 
-const readRecord = (path: string): Array<Record<string, unknown>> =>
-  existsSync(path)
-    ? readFileSync(path, "utf8").split("\n").filter((line) => line.length > 0).map((line) => JSON.parse(line))
-    : []
-
-const portIsClosed = (port: number) =>
-  Effect.async<boolean>((resume) => {
-    const socket = Net.connect({ host: "127.0.0.1", port })
-    socket.once("connect", () => {
-      socket.destroy()
-      resume(Effect.succeed(false))
-    })
-    socket.once("error", () => resume(Effect.succeed(true)))
-  })
-
 /**
  * Runs one scenario: start the fault worker (its `hello` is request 1), make
  * the calls, close the scope; then check what must hold whatever happened.
  */
 const runScenario = (scenario: Scenario, mode: "sequential" | "concurrent") =>
   Effect.gen(function* () {
-    const dir = mkdtempSync(join(tmpdir(), "fault-"))
-    const record = join(dir, "record.jsonl")
-    const options = {
-      workloadFactory: "fault_worker:ignored",
-      workerModule: "fault_worker",
-      moduleSearchRoots: [fixturesRoot],
-      pythonExecutable: testPython,
-      workloadConfig: {
-        plan: scenario.plan.map(({ at, fault, stderr }) => ({ at, ...fault, ...(stderr ? { stderr } : {}) })),
-        record,
-        ignore_sigterm: scenario.ignoreSigterm,
-      },
-      callTimeout: CALL_TIMEOUT_MS,
-      shutdownTimeout: 300,
-      terminateGrace: 200,
-    }
+    const worker = faultWorker(
+      scenario.plan.map(({ at, fault, stderr }) => ({ at, ...fault, ...(stderr ? { stderr } : {}) })),
+      { ignoreSigterm: scenario.ignoreSigterm, callTimeout: CALL_TIMEOUT_MS, terminateGrace: 200 },
+    )
     const outcomes: Array<Outcome> = []
     const started = Date.now()
     const session = yield* Effect.scoped(Effect.gen(function* () {
-      const worker = yield* make(options)
+      const service = yield* make(worker.options)
       const one = (i: number) =>
         Effect.suspend(() => {
           const begin = Date.now()
           const interruptAfter = mode === "concurrent" ? scenario.interruptAfter[i] : undefined
-          const call = worker.trainWindow("m1", [echoBatch(`call-${i}`)])
+          const call = service.trainWindow("m1", [echoBatch({ echo: `call-${i}` })])
           return (interruptAfter === undefined ? call : Effect.timeout(call, interruptAfter)).pipe(
             Effect.exit,
             Effect.map((exit) => {
@@ -223,8 +181,8 @@ const runScenario = (scenario: Scenario, mode: "sequential" | "concurrent") =>
     )
     const closedAfter = Date.now() - started
 
-    const events = readRecord(record)
-    rmSync(dir, { recursive: true, force: true })
+    const events = worker.events()
+    yield* worker.cleanup
     return { session, outcomes, events, closedAfter }
   })
 

@@ -1,18 +1,29 @@
 /**
  * Shared by the tests: which Python runs the workers, where the fixtures live,
- * and whether a process is still alive.
+ * whether a process or a port is still alive, scratch directories, shard
+ * files, the fault worker, and the batches and other arguments the tests pass.
  */
+import * as Command from "@effect/platform/Command"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { expect } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
-import { existsSync, readFileSync } from "node:fs"
+import * as Stream from "effect/Stream"
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
+import * as Net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import process from "node:process"
 import { fileURLToPath } from "node:url"
+import { type BatchRef, type JsonValue, type MergeCandidate, PythonWorker, type RuntimePatch } from "../src/mod.ts"
 
 /** Debian's interpreter has torch and starts ~80 ms faster than the pyenv shim; override with TEST_PYTHON. */
 export const testPython: string = process.env.TEST_PYTHON ??
   (existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3")
 
 export const fixturesRoot: string = fileURLToPath(new URL("./fixtures/python", import.meta.url))
+
+const runtimeRoot = fileURLToPath(new URL("../python", import.meta.url))
 
 /** Alive means signalable and not a zombie waiting for its reaper. */
 export const isAlive = (pid: number): boolean => {
@@ -39,3 +50,172 @@ export const awaitGone = (pids: ReadonlyArray<number>): Effect.Effect<void, Erro
     const alive = pids.filter(isAlive)
     return alive.length === 0 ? Effect.void : Effect.fail(new Error(`still alive: ${alive.join(", ")}`))
   }).pipe(Effect.retry({ schedule: Schedule.spaced("20 millis"), times: 100 }))
+
+/** True once nothing accepts connections on the loopback port. */
+export const portIsClosed = (port: number): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    const socket = Net.connect({ host: "127.0.0.1", port })
+    socket.once("connect", () => {
+      socket.destroy()
+      resume(Effect.succeed(false))
+    })
+    socket.once("error", () => resume(Effect.succeed(true)))
+  })
+
+/** A fresh directory, removed with everything in it when the scope closes. */
+export const tempDir = Effect.acquireRelease(
+  Effect.sync(() => mkdtempSync(join(tmpdir(), "burn-p2p-test-"))),
+  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true })),
+)
+
+/** A byte stream decoded as UTF-8 and joined. */
+export const streamText = <E>(stream: Stream.Stream<Uint8Array, E>): Effect.Effect<string, E> =>
+  stream.pipe(Stream.decodeText(), Stream.mkString)
+
+/**
+ * A workload module's shard CLI (`python -m <module> write-shards`): one
+ * safetensors file per ordinal of payload seed `seed` in `dir`; the written
+ * paths, or a defect quoting its stderr.
+ */
+export const writeShards = (
+  module: string,
+  config: JsonValue,
+  dir: string,
+  ordinals: ReadonlyArray<number>,
+  seed = 0,
+) =>
+  Effect.gen(function* () {
+    const proc = yield* Command.make(
+      testPython,
+      "-m",
+      module,
+      "write-shards",
+      "--out",
+      dir,
+      "--config-json",
+      JSON.stringify(config),
+      "--ordinals",
+      ordinals.join(","),
+      "--seed",
+      String(seed),
+    ).pipe(Command.env({ PYTHONPATH: runtimeRoot }), Command.start)
+    const [stdout, stderr, exitCode] = yield* Effect.all(
+      [streamText(proc.stdout), streamText(proc.stderr), proc.exitCode],
+      { concurrency: "unbounded" },
+    )
+    if (exitCode !== 0) return yield* Effect.dieMessage(`write-shards exited with ${exitCode}: ${stderr}`)
+    return JSON.parse(stdout) as Array<string>
+  }).pipe(Effect.scoped, Effect.provide(NodeContext.layer))
+
+/** One step of the fault worker's plan: at request `at` (hello is 1), misbehave as `fault` says. */
+export interface FaultStep {
+  readonly at: number
+  readonly fault: string
+  readonly stderr?: string
+  readonly [field: string]: unknown
+}
+
+/**
+ * Options for `tests/fixtures/python/fault_worker.py` with this plan, the
+ * events it recorded so far (one JSON object per line), and the cleanup of
+ * its scratch directory.
+ */
+export const faultWorker = (
+  plan: ReadonlyArray<FaultStep>,
+  extra: Partial<PythonWorker.Options> & { ignoreSigterm?: boolean } = {},
+) => {
+  const dir = mkdtempSync(join(tmpdir(), "burn-p2p-fault-"))
+  const record = join(dir, "record.jsonl")
+  const { ignoreSigterm, ...rest } = extra
+  const options: PythonWorker.Options = {
+    workloadFactory: "fault_worker:ignored",
+    workerModule: "fault_worker",
+    moduleSearchRoots: [fixturesRoot],
+    pythonExecutable: testPython,
+    workloadConfig: { plan: plan as never, record, ignore_sigterm: ignoreSigterm ?? false },
+    shutdownTimeout: 300,
+    terminateGrace: 300,
+    ...rest,
+  }
+  const events = (): Array<Record<string, unknown>> =>
+    existsSync(record) ? readFileSync(record, "utf8").split("\n").filter(Boolean).map((line) => JSON.parse(line)) : []
+  const cleanup = Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+  return { options, events, cleanup }
+}
+
+type MicroEpoch = Extract<BatchRef, { readonly kind: "micro_epoch" }>
+
+/** Microshards `ordinals` of payload seed `seed`, generated by the workload; `extra` adds payload keys. */
+export const generated = (
+  ordinals: ReadonlyArray<number>,
+  seed: number,
+  extra: { readonly [key: string]: JsonValue } = {},
+): MicroEpoch => ({
+  kind: "micro_epoch",
+  leaseId: `lease-${seed}`,
+  microshardIds: ordinals.map((ordinal) => `s${seed}-o${ordinal}`),
+  ordinals,
+  bytesLen: 0,
+  pipelineKind: "generated-dataset",
+  payload: { seed, ...extra },
+})
+
+/** Shard files written by `writeShards` for microshards `ordinals` of payload seed `seed`. */
+export const cached = (shardPaths: ReadonlyArray<string>, ordinals: ReadonlyArray<number>, seed = 0): BatchRef => ({
+  kind: "cached_microshard_group",
+  shardPaths,
+  microshardIds: ordinals.map((ordinal) => `s${seed}-o${ordinal}`),
+  ordinals,
+  bytesLen: shardPaths.reduce((sum, path) => sum + statSync(path).size, 0),
+})
+
+/** A batch for the echo workload and the fault worker, which answer `payload.echo` back as the `echo` metric. */
+export const echoBatch = (payload: JsonValue, ordinals: ReadonlyArray<number> = []): MicroEpoch => ({
+  kind: "micro_epoch",
+  leaseId: "lease",
+  microshardIds: ordinals.map(String),
+  ordinals,
+  bytesLen: 0,
+  pipelineKind: "generated-dataset",
+  payload,
+})
+
+export const patch = (values: RuntimePatch["values"]): RuntimePatch => ({
+  patchId: "patch-1",
+  class: "Hot",
+  summary: "test patch",
+  values,
+  requiredClientCapabilities: [],
+})
+
+export const candidate = (modelId: string, sampleWeight: number, qualityWeight = 1): MergeCandidate => ({
+  peerId: `peer-${modelId}`,
+  headId: `head-${modelId}`,
+  artifactId: `artifact-${modelId}`,
+  modelId,
+  sampleWeight,
+  qualityWeight,
+})
+
+/**
+ * raising_workload's awkward exceptions, raised by `evaluate` on a `Custom`
+ * split named after the shape: each must keep its Python type and whole
+ * message. Errors are matched as `{ ...error }`: one failed inside an
+ * `Effect.fn` span is a Proxy, and vitest overflows its stack printing a
+ * failed match on it.
+ */
+export const awkwardExceptionsKeepTypeAndMessage: Effect.Effect<void, unknown, PythonWorker> = Effect.gen(
+  function* () {
+    const awkward = [
+      ["bare", "RuntimeError", ""],
+      ["multiline", "ValueError", "first line\nsecond line"],
+      ["chained", "ValueError", "outer"],
+    ] as const
+    const worker = yield* PythonWorker
+    const modelId = yield* worker.initModel("cpu")
+    for (const [shape, errorType, remoteMessage] of awkward) {
+      const error = yield* Effect.flip(worker.evaluate(modelId, { Custom: shape }))
+      expect({ ...error }).toMatchObject({ _tag: "RemoteError", method: "evaluate", errorType, remoteMessage })
+    }
+  },
+)

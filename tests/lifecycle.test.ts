@@ -14,57 +14,15 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Scope from "effect/Scope"
 import { spawn } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
-import * as Net from "node:net"
-import { tmpdir } from "node:os"
 import { join } from "node:path"
 import process from "node:process"
-import type { BatchRef } from "../src/Protocol.ts"
 import { make, type PythonWorker } from "../src/PythonWorker.ts"
-import { awaitGone, fixturesRoot, isAlive, testPython } from "./helpers.ts"
-
-interface Step {
-  readonly at: number
-  readonly fault: string
-  readonly stderr?: string
-  readonly [field: string]: unknown
-}
-
-/** Options for the fault worker with this plan, and where it records what it saw. */
-const faultWorker = (
-  plan: ReadonlyArray<Step>,
-  extra: Partial<PythonWorker.Options> & { ignoreSigterm?: boolean } = {},
-) => {
-  const dir = mkdtempSync(join(tmpdir(), "lifecycle-"))
-  const record = join(dir, "record.jsonl")
-  const { ignoreSigterm, ...rest } = extra
-  const options: PythonWorker.Options = {
-    workloadFactory: "fault_worker:ignored",
-    workerModule: "fault_worker",
-    moduleSearchRoots: [fixturesRoot],
-    pythonExecutable: testPython,
-    workloadConfig: { plan: plan as never, record, ignore_sigterm: ignoreSigterm ?? false },
-    shutdownTimeout: 300,
-    terminateGrace: 300,
-    ...rest,
-  }
-  const events = (): Array<Record<string, unknown>> =>
-    existsSync(record) ? readFileSync(record, "utf8").split("\n").filter(Boolean).map((line) => JSON.parse(line)) : []
-  const cleanup = Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
-  return { options, events, cleanup }
-}
+import { awaitGone, echoBatch, faultWorker, fixturesRoot, isAlive, portIsClosed, testPython } from "./helpers.ts"
 
 const start = (options: PythonWorker.Options) => make(options).pipe(Effect.provide(NodeContext.layer))
 
-const echo = (text: string): ReadonlyArray<BatchRef> => [{
-  kind: "micro_epoch",
-  leaseId: text,
-  microshardIds: [],
-  ordinals: [],
-  bytesLen: 0,
-  pipelineKind: "generated-dataset",
-  payload: { echo: text },
-}]
+/** One batch that the fault worker answers with `echo: text`. */
+const echo = (text: string) => [echoBatch({ echo: text })]
 
 const timed = <A, E, R>(self: Effect.Effect<A, E, R>) =>
   Effect.gen(function* () {
@@ -94,16 +52,6 @@ const capturingLogger = (needle: string, seen: Deferred.Deferred<void>) => {
   })
   return { records, layer: Logger.replace(Logger.defaultLogger, logger) }
 }
-
-const portIsClosed = (port: number) =>
-  Effect.async<boolean>((resume) => {
-    const socket = Net.connect({ host: "127.0.0.1", port })
-    socket.once("connect", () => {
-      socket.destroy()
-      resume(Effect.succeed(false))
-    })
-    socket.once("error", () => resume(Effect.succeed(true)))
-  })
 
 describe("deadlines", () => {
   it.live("a call past its deadline fails with RpcTimeoutError, kills the worker, and closes the service", () => {

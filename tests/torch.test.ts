@@ -7,30 +7,17 @@
  * Without torch the file is skipped with a message saying how to get it,
  * except under CI (CI=true or 1), where it runs and fails.
  */
-import * as Command from "@effect/platform/Command"
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it, layer } from "@effect/vitest"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Stream from "effect/Stream"
 import { spawnSync } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import process from "node:process"
-import { fileURLToPath } from "node:url"
-import {
-  type BatchRef,
-  type MergeCandidate,
-  type MergePolicy,
-  type Metrics,
-  PythonWorker,
-  RemoteError,
-  type RuntimePatch,
-} from "../src/mod.ts"
-import { testPython } from "./helpers.ts"
+import { type MergeCandidate, type MergePolicy, type Metrics, PythonWorker, RemoteError } from "../src/mod.ts"
+import { cached, generated, patch, tempDir, testPython, writeShards } from "./helpers.ts"
 import * as safetensors from "./safetensors.ts"
 
 const torchCheck = spawnSync(testPython, ["-c", "import torch"], { encoding: "utf8" })
@@ -43,7 +30,6 @@ if (!torchImportable) {
   console.warn(inCI ? `${TORCH_MISSING}; CI is set, so the torch tests run and fail` : `skipped: ${TORCH_MISSING}`)
 }
 
-const runtimeRoot = fileURLToPath(new URL("../python", import.meta.url))
 const WORKLOAD = "burn_p2p_python_runtime.torch_workload"
 const LEARNING_RATE = 0.01
 // Non-default merge settings, so each expectation below holds only if the worker read them.
@@ -69,68 +55,6 @@ const options: PythonWorker.Options = {
 }
 /** Float32 results of float64 formulas: a few roundings of values near 1. */
 const TOLERANCE = 1e-6
-
-const tempDir = Effect.acquireRelease(
-  Effect.sync(() => mkdtempSync(join(tmpdir(), "burn-p2p-torch-test-"))),
-  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true })),
-)
-
-/** The workload's shard CLI; the written paths, or a failure quoting its stderr. */
-const writeShards = (dir: string, seed: number, ordinals: ReadonlyArray<number>) =>
-  Effect.gen(function* () {
-    const proc = yield* Command.make(
-      testPython,
-      "-m",
-      WORKLOAD,
-      "write-shards",
-      "--out",
-      dir,
-      "--config-json",
-      JSON.stringify(config),
-      "--ordinals",
-      ordinals.join(","),
-      "--seed",
-      String(seed),
-    ).pipe(Command.env({ PYTHONPATH: runtimeRoot }), Command.start)
-    const text = (stream: Stream.Stream<Uint8Array, unknown>) => stream.pipe(Stream.decodeText(), Stream.mkString)
-    const [stdout, stderr, exitCode] = yield* Effect.all([text(proc.stdout), text(proc.stderr), proc.exitCode], {
-      concurrency: "unbounded",
-    })
-    if (exitCode !== 0) return yield* Effect.dieMessage(`write-shards exited with ${exitCode}: ${stderr}`)
-    return JSON.parse(stdout) as Array<string>
-  }).pipe(Effect.scoped, Effect.provide(NodeContext.layer))
-
-type MicroEpoch = Extract<BatchRef, { readonly kind: "micro_epoch" }>
-
-const generated = (
-  seed: number,
-  ordinals: ReadonlyArray<number>,
-  pipelineKind: MicroEpoch["pipelineKind"] = "generated-dataset",
-): MicroEpoch => ({
-  kind: "micro_epoch",
-  leaseId: `lease-${seed}`,
-  microshardIds: ordinals.map((ordinal) => `s${seed}-o${ordinal}`),
-  ordinals,
-  bytesLen: 0,
-  pipelineKind,
-  payload: { seed },
-})
-
-const cached = (seed: number, ordinals: ReadonlyArray<number>, shardPaths: ReadonlyArray<string>): BatchRef => ({
-  kind: "cached_microshard_group",
-  shardPaths,
-  microshardIds: ordinals.map((ordinal) => `s${seed}-o${ordinal}`),
-  ordinals,
-  bytesLen: shardPaths.reduce((sum, path) => sum + statSync(path).size, 0),
-})
-
-const patch = (values: RuntimePatch["values"]): RuntimePatch => ({
-  patchId: "torch-patch",
-  class: "Hot",
-  summary: "test patch",
-  values,
-  requiredClientCapabilities: [],
-})
 
 const num = (metrics: Metrics, key: string): number => {
   const value = metrics[key]
@@ -366,7 +290,7 @@ describe.skipIf(!torchImportable && !inCI)(
         Effect.gen(function* () {
           const worker = yield* PythonWorker
           const model = yield* newModel
-          const metrics = yield* worker.trainWindow(model, [generated(1, [0, 1]), generated(1, [2])])
+          const metrics = yield* worker.trainWindow(model, [generated([0, 1], 1), generated([2], 1)])
           // 3 microshards of 64 examples, 2 local epochs of 6 minibatches of 32.
           expect(metrics).toMatchObject({
             examples: 192,
@@ -379,10 +303,10 @@ describe.skipIf(!torchImportable && !inCI)(
           expect(Number.isFinite(num(metrics, "loss"))).toBe(true)
           expect(num(metrics, "accuracy")).toBeGreaterThanOrEqual(0)
           expect(num(metrics, "accuracy")).toBeLessThanOrEqual(1)
-          const next = yield* worker.trainWindow(model, [generated(1, [3])])
+          const next = yield* worker.trainWindow(model, [generated([3], 1)])
           expect(next).toMatchObject({ examples: 64, steps: 4, total_steps: 16 })
           const unsupported = yield* remoteError(
-            worker.trainWindow(model, [generated(1, [4], "indexed-dataset")]),
+            worker.trainWindow(model, [{ ...generated([4], 1), pipelineKind: "indexed-dataset" }]),
           )
           expect(unsupported.errorType).toBe("ValueError")
           expect(unsupported.remoteMessage).toContain("indexed-dataset")
@@ -393,7 +317,7 @@ describe.skipIf(!torchImportable && !inCI)(
           const worker = yield* PythonWorker
           const dir = yield* tempDir
           const ordinals = [0, 1, 2]
-          const paths = yield* writeShards(join(dir, "shards"), 5, ordinals)
+          const paths = yield* writeShards(WORKLOAD, config, join(dir, "shards"), ordinals, 5)
           expect(paths).toHaveLength(3)
           const shard = readArtifact(paths[0])
           expect(shard.tensors.get("x")).toMatchObject({ dtype: "F32", shape: [64, 32] })
@@ -401,8 +325,8 @@ describe.skipIf(!torchImportable && !inCI)(
 
           const fromFiles = yield* newModel
           const fromSeeds = yield* newModel
-          const filesMetrics = yield* worker.trainWindow(fromFiles, [cached(5, ordinals, paths)])
-          const seedsMetrics = yield* worker.trainWindow(fromSeeds, [generated(5, ordinals)])
+          const filesMetrics = yield* worker.trainWindow(fromFiles, [cached(paths, ordinals, 5)])
+          const seedsMetrics = yield* worker.trainWindow(fromSeeds, [generated(ordinals, 5)])
           expect(filesMetrics).toMatchObject({ examples: 192, steps: 12 })
           expect(filesMetrics).toEqual(seedsMetrics)
           yield* worker.materializeModelArtifact(fromFiles, join(dir, "files.safetensors"))
@@ -427,7 +351,7 @@ describe.skipIf(!torchImportable && !inCI)(
           // Held-out splits are different data: the same model scores differently on them.
           expect(num(before[1], "loss")).not.toBe(num(before[2], "loss"))
           for (const window of [0, 1, 2]) {
-            yield* worker.trainWindow(model, [generated(11, [8 * window, 8 * window + 1, 8 * window + 2])])
+            yield* worker.trainWindow(model, [generated([8 * window, 8 * window + 1, 8 * window + 2], 11)])
           }
           const after = yield* worker.evaluate(model, "Validation")
           expect(num(after, "loss")).toBeLessThan(num(before[1], "loss"))
@@ -448,7 +372,7 @@ describe.skipIf(!torchImportable && !inCI)(
           const worker = yield* PythonWorker
           const dir = yield* tempDir
           const trained = yield* newModel
-          yield* worker.trainWindow(trained, [generated(2, [0, 1])])
+          yield* worker.trainWindow(trained, [generated([0, 1], 2)])
           const first = join(dir, "first.safetensors")
           yield* worker.materializeModelArtifact(trained, first)
           const copy = yield* newModel
@@ -490,7 +414,7 @@ describe.skipIf(!torchImportable && !inCI)(
         Effect.gen(function* () {
           const worker = yield* PythonWorker
           const dir = yield* tempDir
-          const batches = [generated(9, [0, 1]), generated(9, [2, 3])]
+          const batches = [generated([0, 1], 9), generated([2, 3], 9)]
           const trainAndSave = (service: PythonWorker.Service, name: string) =>
             Effect.gen(function* () {
               const model = yield* service.initModel("cpu")
@@ -518,16 +442,16 @@ describe.skipIf(!torchImportable && !inCI)(
           yield* Effect.addFinalizer(() => Effect.ignore(worker.applyPatch(patch({ learning_rate: LEARNING_RATE }))))
           const live = yield* newModel
           expect(yield* worker.applyPatch(patch({ learning_rate: 0.005 }))).toBe("Applied")
-          expect(yield* worker.trainWindow(live, [generated(3, [0])])).toMatchObject({ learning_rate: 0.005 })
+          expect(yield* worker.trainWindow(live, [generated([0], 3)])).toMatchObject({ learning_rate: 0.005 })
           // A JavaScript 2.0 reaches Python as the int 2; it counts as a rate.
           expect(yield* worker.applyPatch(patch({ learning_rate: 2.0 }))).toBe("Applied")
-          expect(yield* worker.trainWindow(yield* newModel, [generated(3, [0])])).toMatchObject({ learning_rate: 2 })
+          expect(yield* worker.trainWindow(yield* newModel, [generated([0], 3)])).toMatchObject({ learning_rate: 2 })
 
           const momentum = yield* worker.applyPatch(patch({ momentum: 0.9 }))
           expect(momentum).toEqual({ Rejected: expect.stringContaining("momentum") })
           const notANumber = yield* worker.applyPatch(patch({ learning_rate: "fast" }))
           expect(notANumber).toEqual({ Rejected: expect.stringContaining("learning_rate") })
-          expect(yield* worker.trainWindow(live, [generated(3, [1])])).toMatchObject({ learning_rate: 2 })
+          expect(yield* worker.trainWindow(live, [generated([1], 3)])).toMatchObject({ learning_rate: 2 })
         }))
 
       it.scoped("WeightedMean: Σ wₖθₖ, wₖ = sample × quality normalised; inputs untouched", () =>

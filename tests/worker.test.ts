@@ -5,20 +5,15 @@
  * Errors are matched as `{ ...error }`: an error failed inside an `Effect.fn`
  * span is a Proxy, and vitest overflows its stack printing a failed match on it.
  */
-import * as Command from "@effect/platform/Command"
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import { mkdtempSync, rmSync, statSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { statSync } from "node:fs"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
-import { type BatchRef, type MergeCandidate, PythonWorker, type RuntimePatch } from "../src/mod.ts"
-import { awaitGone, isAlive, testPython } from "./helpers.ts"
+import { PythonWorker } from "../src/mod.ts"
+import { awaitGone, cached, candidate, generated, isAlive, patch, tempDir, testPython, writeShards } from "./helpers.ts"
 
-const runtimeRoot = fileURLToPath(new URL("../python", import.meta.url))
 const config = { dataset_seed: 7, seed: 3, examples_per_microshard: 32 }
 const options: PythonWorker.Options = {
   workloadFactory: "burn_p2p_python_runtime.reference_workload:make",
@@ -26,66 +21,6 @@ const options: PythonWorker.Options = {
   pythonExecutable: testPython,
 }
 const splits = ["Train", "Validation", "Test"] as const
-
-const tempDir = Effect.acquireRelease(
-  Effect.sync(() => mkdtempSync(join(tmpdir(), "burn-p2p-worker-test-"))),
-  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true })),
-)
-
-/** The reference workload's shard CLI: one safetensors file per ordinal (payload seed 0), paths as a JSON list. */
-const writeShards = (dir: string, ordinals: ReadonlyArray<number>) =>
-  Command.make(
-    testPython,
-    "-m",
-    "burn_p2p_python_runtime.reference_workload",
-    "write-shards",
-    "--out",
-    dir,
-    "--config-json",
-    JSON.stringify(config),
-    "--ordinals",
-    ordinals.join(","),
-  ).pipe(
-    Command.env({ PYTHONPATH: runtimeRoot }),
-    Command.string,
-    Effect.map((stdout) => JSON.parse(stdout) as Array<string>),
-    Effect.provide(NodeContext.layer),
-  )
-
-const generated = (ordinals: ReadonlyArray<number>, seed: number, examplesPerMicroshard?: number): BatchRef => ({
-  kind: "micro_epoch",
-  leaseId: `lease-${seed}`,
-  microshardIds: ordinals.map((ordinal) => `s${seed}-o${ordinal}`),
-  ordinals,
-  bytesLen: 0,
-  pipelineKind: "generated-dataset",
-  payload: examplesPerMicroshard === undefined ? { seed } : { seed, examples_per_microshard: examplesPerMicroshard },
-})
-
-const cached = (shardPaths: ReadonlyArray<string>, ordinals: ReadonlyArray<number>): BatchRef => ({
-  kind: "cached_microshard_group",
-  shardPaths,
-  microshardIds: ordinals.map((ordinal) => `s0-o${ordinal}`),
-  ordinals,
-  bytesLen: shardPaths.reduce((sum, path) => sum + statSync(path).size, 0),
-})
-
-const patch = (values: RuntimePatch["values"]): RuntimePatch => ({
-  patchId: "patch-1",
-  class: "Hot",
-  summary: "test patch",
-  values,
-  requiredClientCapabilities: [],
-})
-
-const candidate = (modelId: string, sampleWeight: number, qualityWeight: number): MergeCandidate => ({
-  peerId: `peer-${modelId}`,
-  headId: `head-${modelId}`,
-  artifactId: `artifact-${modelId}`,
-  modelId,
-  sampleWeight,
-  qualityWeight,
-})
 
 /** A fresh model trained on four microshards of `seed`. */
 const trained = (seed: number) =>
@@ -128,7 +63,7 @@ layer(PythonWorker.layer(options), { excludeTestServices: true })("PythonWorker 
   it.scoped("trainWindow: shard files and the same microshards generated in memory train identically", () =>
     Effect.gen(function* () {
       const worker = yield* PythonWorker
-      const paths = yield* writeShards(yield* tempDir, [0, 1])
+      const paths = yield* writeShards("burn_p2p_python_runtime.reference_workload", config, yield* tempDir, [0, 1])
       expect(paths).toHaveLength(2)
       const fromFiles = yield* worker.initModel("cpu")
       const fromSeeds = yield* worker.initModel("cpu")
@@ -300,12 +235,13 @@ layer(PythonWorker.layer(options), { excludeTestServices: true })("PythonWorker 
       // Even callers train on i + 1 examples, odd ones evaluate a split: each answer names its request.
       const calls = Array.from({ length: 50 }, (_, i) =>
         i % 2 === 0
-          ? Effect.map(worker.trainWindow(modelId, [generated([i], 1, i + 1)]), (metrics) =>
-            metrics.examples)
+          ? Effect.map(
+            worker.trainWindow(modelId, [generated([i], 1, { examples_per_microshard: i + 1 })]),
+            (metrics) => metrics.examples,
+          )
           : Effect.map(worker.evaluate(modelId, splits[i % 3]), (metrics) => metrics.split))
       const answers = yield* Effect.all(calls, { concurrency: "unbounded" })
-      expect(answers).toEqual(Array.from({ length: 50 }, (_, i) =>
-        i % 2 === 0 ? i + 1 : splits[i % 3]))
+      expect(answers).toEqual(Array.from({ length: 50 }, (_, i) => i % 2 === 0 ? i + 1 : splits[i % 3]))
     }))
 })
 

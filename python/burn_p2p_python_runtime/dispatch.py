@@ -135,11 +135,9 @@ class Dispatcher:
         return self.adapter.apply_patch(_object(params, "params"))
 
     def _load_model_artifact(self, params):
-        model_id = _field(params, "model_id", str)
         state = self._model(params, "model_id")
         updated = self.adapter.load_model_artifact(state, _field(params, "artifact_path", str))
-        if updated is not None:
-            self.models[model_id] = updated
+        self._replace(params["model_id"], updated)
         return {}
 
     def _materialize_model_artifact(self, params):
@@ -164,22 +162,14 @@ class Dispatcher:
         return {"model_id": None if merged is None else self._mint(merged)}
 
     def _apply_single_root_ema(self, params):
-        base = self._model(params, "base_model_id")
-        merged_id = _field(params, "merged_model_id", str)
-        merged = self._model(params, "merged_model_id")
+        base, merged = self._model(params, "base_model_id"), self._model(params, "merged_model_id")
         updated = self.adapter.apply_single_root_ema(base, merged, _field(params, "policy", (str, dict)))
-        if updated is not None:
-            self.models[merged_id] = updated
-        return {"model_id": merged_id}
+        return {"model_id": self._replace(params["merged_model_id"], updated)}
 
     def _reconcile_canonical_model(self, params):
-        local = self._model(params, "local_model_id")
-        canonical_id = _field(params, "canonical_model_id", str)
-        canonical = self._model(params, "canonical_model_id")
+        local, canonical = self._model(params, "local_model_id"), self._model(params, "canonical_model_id")
         updated = self.adapter.reconcile_canonical_model(local, canonical, _field(params, "strategy", (str, dict)))
-        if updated is not None:
-            self.models[canonical_id] = updated
-        return {"model_id": canonical_id}
+        return {"model_id": self._replace(params["canonical_model_id"], updated)}
 
     def _release_model(self, params):
         self.models.pop(_field(params, "model_id", str), None)
@@ -187,6 +177,12 @@ class Dispatcher:
 
     def _shutdown(self, _params):
         return {}
+
+    def _replace(self, model_id, updated):
+        """Points ``model_id`` at ``updated`` and returns the id; None means the workload changed the state in place."""
+        if updated is not None:
+            self.models[model_id] = updated
+        return model_id
 
     def _mint(self, state):
         model_id = f"m{self._next_model_number}"

@@ -49,17 +49,14 @@ Shard CLI:
 prints the written paths as a JSON list.
 """
 
-import argparse
-import json
 import math
-import os
 import struct
 import sys
 import time
 from operator import mul
 from random import Random
 
-from . import safetensors
+from . import safetensors, shards
 
 MERGE_POLICIES = ("WeightedMean", "NormClippedWeightedMean", "TrimmedMean", "Ema", "QualityWeightedEma")
 SPLITS = ("Train", "Validation", "Test")
@@ -355,21 +352,13 @@ def make(config=None):
 def write_shards(directory, config, ordinals, examples_per_shard=None, seed=0):
     """Writes one safetensors shard per ordinal (the microshards of payload seed ``seed``); returns their paths."""
     workload = ReferenceWorkload(config)
-    os.makedirs(directory, exist_ok=True)
-    paths = []
-    for ordinal in ordinals:
+
+    def shard(ordinal):
         xs, ys = workload.microshard(seed, ordinal, examples_per_shard)
-        path = os.path.abspath(os.path.join(directory, f"microshard-s{seed}-o{ordinal:06d}.safetensors"))
-        safetensors.save_file(
-            path,
-            {
-                "x": ("F32", [len(xs), workload.features], safetensors.f32_bytes(v for x in xs for v in x)),
-                "y": ("I64", [len(ys)], struct.pack(f"<{len(ys)}q", *ys)),
-            },
-            {"dataset_seed": workload.dataset_seed, "seed": seed, "ordinal": ordinal},
-        )
-        paths.append(path)
-    return paths
+        metadata = {"dataset_seed": workload.dataset_seed, "seed": seed, "ordinal": ordinal}
+        return safetensors.f32_bytes(v for x in xs for v in x), struct.pack(f"<{len(ys)}q", *ys), metadata
+
+    return shards.write(directory, seed, ordinals, workload.features, shard)
 
 
 def _linear_combination(terms):
@@ -424,22 +413,7 @@ def _float(config, key, default, positive=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m burn_p2p_python_runtime.reference_workload")
-    commands = parser.add_subparsers(dest="command", required=True)
-    shards = commands.add_parser("write-shards", help="write microshards as safetensors files and print their paths as JSON")
-    shards.add_argument("--out", required=True, help="directory to write into (created if missing)")
-    shards.add_argument("--config-json", default="{}", help="workload config (dataset_seed, features, ...)")
-    shards.add_argument("--ordinals", required=True, help="comma-separated microshard ordinals, e.g. 0,1,2")
-    shards.add_argument("--seed", type=int, default=0, help="payload seed the microshards belong to")
-    shards.add_argument("--examples-per-shard", type=int, default=None)
-    args = parser.parse_args(argv)
-    try:
-        ordinals = [int(part) for part in args.ordinals.split(",") if part.strip()]
-    except ValueError:
-        parser.error(f"--ordinals must be comma-separated integers, got {args.ordinals!r}")
-    paths = write_shards(args.out, json.loads(args.config_json), ordinals, args.examples_per_shard, args.seed)
-    print(json.dumps(paths))
-    return 0
+    return shards.main("python -m burn_p2p_python_runtime.reference_workload", write_shards, argv)
 
 
 if __name__ == "__main__":

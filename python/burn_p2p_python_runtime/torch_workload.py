@@ -45,10 +45,8 @@ CLI: ``python -m burn_p2p_python_runtime.torch_workload write-shards --out DIR
 prints the written paths as a JSON list.
 """
 
-import argparse
 import collections
 import hashlib
-import json
 import math
 import os
 import statistics
@@ -59,7 +57,7 @@ import weakref
 import numpy
 import torch
 
-from . import safetensors
+from . import safetensors, shards
 
 WORKLOAD_NAME = "torch-spiral-mlp"
 
@@ -491,17 +489,14 @@ def write_shards(directory, config, ordinals, examples_per_shard=None, seed=0):
     count = _integer(count, "examples_per_shard", minimum=1, maximum=MAX_EXAMPLES_PER_MICROSHARD)
     seed = _integer(seed, "seed")
     rotation = _rotation(settings)
-    os.makedirs(directory, exist_ok=True)
-    paths = []
-    for ordinal in ordinals:
-        ordinal = _integer(ordinal, "ordinal", minimum=0)
+
+    def shard(ordinal):
         x, y = _microshard(settings, rotation, seed, ordinal, count)
-        path = os.path.abspath(os.path.join(directory, f"microshard-s{seed}-o{ordinal:06d}.safetensors"))
-        y_bytes = y.numpy().astype("<i8", copy=False).tobytes()
         metadata = {"workload": WORKLOAD_NAME, "dataset_seed": settings["dataset_seed"], "seed": seed, "ordinal": ordinal}
-        safetensors.save_file(path, {"x": ("F32", list(x.shape), _f32_bytes(x)), "y": ("I64", [count], y_bytes)}, metadata)
-        paths.append(path)
-    return paths
+        return _f32_bytes(x), y.numpy().astype("<i8", copy=False).tobytes(), metadata
+
+    checked = (_integer(ordinal, "ordinal", minimum=0) for ordinal in ordinals)
+    return shards.write(directory, seed, checked, settings["features"], shard)
 
 
 # -- model -----------------------------------------------------------------------
@@ -699,22 +694,7 @@ def _resolve_device(requested):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m burn_p2p_python_runtime.torch_workload")
-    commands = parser.add_subparsers(dest="command", required=True)
-    shards = commands.add_parser("write-shards", help="write generated microshards as safetensors files")
-    shards.add_argument("--out", required=True, help="directory to write into (created if missing)")
-    shards.add_argument("--config-json", default="{}", help="workload config as JSON")
-    shards.add_argument("--ordinals", required=True, help="comma-separated microshard ordinals, e.g. 0,1,2")
-    shards.add_argument("--seed", type=int, default=0, help="payload seed the microshards belong to")
-    shards.add_argument("--examples-per-shard", type=int, default=None)
-    args = parser.parse_args(argv)
-    try:
-        ordinals = [int(part) for part in args.ordinals.split(",") if part.strip()]
-    except ValueError:
-        parser.error(f"--ordinals must be comma-separated integers, got {args.ordinals!r}")
-    paths = write_shards(args.out, json.loads(args.config_json), ordinals, args.examples_per_shard, args.seed)
-    print(json.dumps(paths))
-    return 0
+    return shards.main("python -m burn_p2p_python_runtime.torch_workload", write_shards, argv)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,7 @@ from pathlib import Path
 
 from burn_p2p_python_runtime import safetensors
 from burn_p2p_python_runtime.reference_workload import SoftmaxState, make, write_shards
-
-
-def micro_epoch(ordinals, seed=1, **payload):
-    return {"kind": "micro_epoch", "lease_id": "l", "microshard_ids": [], "ordinals": ordinals, "bytes_len": 0,
-            "pipeline_kind": "generated-dataset", "payload": {"seed": seed, **payload}}
+from tests.helpers import micro_epoch
 
 
 def constant_state(value, classes=4, features=8):

@@ -14,6 +14,8 @@ import sys
 import tempfile
 import unittest
 
+from tests.helpers import micro_epoch
+
 try:
     import torch
 except ImportError:
@@ -44,18 +46,6 @@ class TorchTestCase(unittest.TestCase):
 
     def make(self, **config):
         return tw.make({**FAST, **config})
-
-
-def generated(ordinals, seed=1, **payload):
-    return {
-        "kind": "micro_epoch",
-        "lease_id": "lease",
-        "microshard_ids": [f"ms-{o}" for o in ordinals],
-        "ordinals": list(ordinals),
-        "bytes_len": 0,
-        "pipeline_kind": "generated-dataset",
-        "payload": {"seed": seed, **payload},
-    }
 
 
 def parameters(state):
@@ -133,7 +123,7 @@ class TrainingTest(TorchTestCase):
     def test_window_metrics(self):
         workload = self.make()
         state = workload.init_model("cpu")
-        metrics = workload.train_window(state, [generated([0, 1]), generated([2, 3])])
+        metrics = workload.train_window(state, [micro_epoch([0, 1]), micro_epoch([2, 3])])
         self.assertEqual(metrics["examples"], 4 * 128)
         # Two local epochs of 512 examples in batches of 32.
         self.assertEqual(metrics["steps"], 2 * 16)
@@ -144,16 +134,16 @@ class TrainingTest(TorchTestCase):
         self.assertTrue(0 <= metrics["accuracy"] <= 1)
         for value in metrics.values():
             self.assertIsInstance(value, (bool, int, float, str))
-        self.assertEqual(workload.train_window(state, [generated([4])])["total_steps"], 32 + 2 * 4)
+        self.assertEqual(workload.train_window(state, [micro_epoch([4])])["total_steps"], 32 + 2 * 4)
 
     def test_payload_may_override_examples_and_carry_padding(self):
         workload = self.make()
         state = workload.init_model("cpu")
-        metrics = workload.train_window(state, [generated([0, 1], examples_per_microshard=10, padding="x" * 1000)])
+        metrics = workload.train_window(state, [micro_epoch([0, 1], examples_per_microshard=10, padding="x" * 1000)])
         self.assertEqual(metrics["examples"], 20)
 
     def test_same_seed_same_result(self):
-        batches = [generated([0, 1, 2, 3], seed=5)]
+        batches = [micro_epoch([0, 1, 2, 3], seed=5)]
         results = []
         for _ in range(2):
             workload = self.make(seed=3, dataset_seed=9)
@@ -175,7 +165,7 @@ class TrainingTest(TorchTestCase):
         workload = self.make()
         state = workload.init_model("cpu")
         before = workload.evaluate(state, "Validation")
-        losses = [workload.train_window(state, [generated(range(4 * w, 4 * w + 4))])["loss"] for w in range(12)]
+        losses = [workload.train_window(state, [micro_epoch(range(4 * w, 4 * w + 4))])["loss"] for w in range(12)]
         after = workload.evaluate(state, "Validation")
         self.assertLess(losses[-1], losses[0] * 0.7)
         self.assertLess(after["loss"], before["loss"] * 0.7)
@@ -186,25 +176,25 @@ class TrainingTest(TorchTestCase):
         workload = self.make()
         state = workload.init_model("cpu")
         with self.assertRaisesRegex(ValueError, "'indexed-dataset'"):
-            workload.train_window(state, [{**generated([0]), "pipeline_kind": "indexed-dataset"}])
+            workload.train_window(state, [{**micro_epoch([0]), "pipeline_kind": "indexed-dataset"}])
         with self.assertRaisesRegex(ValueError, "'surprise'"):
             workload.train_window(state, [{"kind": "surprise"}])
         with self.assertRaisesRegex(ValueError, "payload seed"):
-            workload.train_window(state, [{**generated([0]), "payload": {"padding": ""}}])
+            workload.train_window(state, [{**micro_epoch([0]), "payload": {"padding": ""}}])
         with self.assertRaisesRegex(ValueError, "non-empty"):
             workload.train_window(state, [])
         with self.assertRaisesRegex(ValueError, "no examples"):
-            workload.train_window(state, [generated([])])
+            workload.train_window(state, [micro_epoch([])])
 
 
 class DataTest(TorchTestCase):
     def test_microshards_are_deterministic_and_disjoint(self):
         workload = self.make()
-        x0, y0 = workload._batch_data(generated([0]))[0]
-        again, _ = self.make()._batch_data(generated([0]))[0]
-        x1, _ = workload._batch_data(generated([1]))[0]
-        other_seed, _ = workload._batch_data(generated([0], seed=2))[0]
-        other_dataset, _ = self.make(dataset_seed=1)._batch_data(generated([0]))[0]
+        x0, y0 = workload._batch_data(micro_epoch([0]))[0]
+        again, _ = self.make()._batch_data(micro_epoch([0]))[0]
+        x1, _ = workload._batch_data(micro_epoch([1]))[0]
+        other_seed, _ = workload._batch_data(micro_epoch([0], seed=2))[0]
+        other_dataset, _ = self.make(dataset_seed=1)._batch_data(micro_epoch([0]))[0]
         self.assertEqual(tuple(x0.shape), (128, 32))
         self.assertEqual(tuple(y0.shape), (128,))
         self.assertTrue(torch.equal(x0, again))
@@ -228,7 +218,7 @@ class DataTest(TorchTestCase):
             self.assertEqual(metadata["ordinal"], "3")
             cached = {"kind": "cached_microshard_group", "shard_paths": paths, "microshard_ids": ["a", "b"], "ordinals": [3, 5], "bytes_len": 0}
             results = []
-            for batch in (cached, generated([3, 5], seed=7)):
+            for batch in (cached, micro_epoch([3, 5], seed=7)):
                 workload = self.make(dataset_seed=4)
                 state = workload.init_model("cpu")
                 results.append((workload.train_window(state, [batch]), parameters(state)))
@@ -257,7 +247,7 @@ class DataTest(TorchTestCase):
             self.assertEqual([os.path.basename(p) for p in paths], ["microshard-s3-o000000.safetensors", "microshard-s3-o000002.safetensors"])
             tensors, _ = safetensors.load_file(paths[1])
             self.assertEqual(tensors["x"][1], [16, 32])
-            x, _ = self.make(examples_per_microshard=16)._batch_data(generated([2], seed=3))[0]
+            x, _ = self.make(examples_per_microshard=16)._batch_data(micro_epoch([2], seed=3))[0]
             self.assertEqual(tensors["x"][2], tw._f32_bytes(x))
 
 
@@ -279,7 +269,7 @@ class EvaluateTest(TorchTestCase):
         workload.evaluate(workload.init_model("cpu"), "Test")
         train, validation, test = (workload._eval_data[s][0] for s in ("Train", "Validation", "Test"))
         # Train evaluates on microshards 0.. of payload seed 0; the held-out splits have their own streams.
-        self.assertTrue(torch.equal(train[:128], workload._batch_data(generated([0], seed=0))[0][0]))
+        self.assertTrue(torch.equal(train[:128], workload._batch_data(micro_epoch([0], seed=0))[0][0]))
         self.assertFalse(torch.equal(validation, test))
         self.assertFalse(torch.equal(validation[:128], train[:128]))
 
@@ -296,7 +286,7 @@ class ArtifactTest(TorchTestCase):
     def test_round_trip_is_bit_for_bit(self):
         workload = self.make()
         state = workload.init_model("cpu")
-        workload.train_window(state, [generated([0, 1])])
+        workload.train_window(state, [micro_epoch([0, 1])])
         with tempfile.TemporaryDirectory() as directory:
             path = os.path.join(directory, "model.safetensors")
             workload.materialize_model_artifact_path(state, path)
@@ -364,7 +354,7 @@ class MergeTest(TorchTestCase):
             self.assertNotIn(merged, (base, one, two))
             self.assertEqual([flat(state) for state in (base, one, two)], snapshots)
             # The merged model is a full model: it trains.
-            metrics = workload.train_window(merged, [generated([0])])
+            metrics = workload.train_window(merged, [micro_epoch([0])])
             self.assertEqual(metrics["examples"], 128)
 
     def test_no_candidates_or_zero_weights_give_none(self):
@@ -505,7 +495,7 @@ class PatchTest(TorchTestCase):
         self.assertEqual(workload.apply_patch(self.patch(learning_rate=1)), "Applied")
         self.assertEqual(state.optimizer.param_groups[0]["lr"], 1.0)
         self.assertEqual(workload.apply_patch(self.patch(learning_rate=0.002)), "Applied")
-        self.assertEqual(workload.train_window(state, [generated([0])])["learning_rate"], 0.002)
+        self.assertEqual(workload.train_window(state, [micro_epoch([0])])["learning_rate"], 0.002)
         self.assertEqual(workload.init_model("cpu").optimizer.param_groups[0]["lr"], 0.002)
 
     def test_other_patches_are_rejected_with_a_reason(self):

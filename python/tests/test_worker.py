@@ -21,6 +21,7 @@ from burn_p2p_python_runtime.transport import (
     read_frame,
     write_frame,
 )
+from tests.helpers import micro_epoch
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "python"
@@ -193,18 +194,6 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.communicate(timeout=DEADLINE)
-
-
-def micro_epoch(ordinals, seed=1, **payload):
-    return {
-        "kind": "micro_epoch",
-        "lease_id": "lease-1",
-        "microshard_ids": [f"ms-{o}" for o in ordinals],
-        "ordinals": ordinals,
-        "bytes_len": 0,
-        "pipeline_kind": "generated-dataset",
-        "payload": {"seed": seed, **payload},
-    }
 
 
 def candidate(model_id, sample_weight, quality_weight=1.0):
