@@ -48,7 +48,10 @@ def main(prog, write_shards, argv=None):
     try:
         ordinals = [int(part) for part in args.ordinals.split(",") if part.strip()]
     except ValueError:
-        parser.error(f"--ordinals must be comma-separated integers, got {args.ordinals!r}")
+        ordinals = None
+    # Ordinals are u32 on the wire (BatchRef.ordinals).
+    if not ordinals or any(not 0 <= ordinal < 2**32 for ordinal in ordinals):
+        parser.error(f"--ordinals must be comma-separated integers in 0..2^32-1, got {args.ordinals!r}")
     paths = write_shards(args.out, json.loads(args.config_json), ordinals, args.examples_per_shard, args.seed)
     print(json.dumps(paths))
     return 0
