@@ -250,7 +250,10 @@ export const BatchRef = Schema.Union(CachedMicroshardGroup, MicroEpoch).annotati
 export type BatchRef = typeof BatchRef.Type
 
 const ModelHandle = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
-const OptionalModelHandle = Schema.Struct({ modelId: wire(Schema.NullOr(Schema.String), "model_id") })
+/** serde reads a missing `model_id` as None, so absent is null too. */
+const OptionalModelHandle = Schema.Struct({
+  modelId: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }).pipe(Schema.fromKey("model_id")),
+})
 const MetricsResult = Schema.Struct({ metrics: Metrics })
 /** Acks are `{}` (extra fields ignored); a missing result reads as null, which is accepted too. */
 const Ack = Schema.transform(

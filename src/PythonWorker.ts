@@ -235,11 +235,11 @@ export const make = (
   Effect.gen(function* () {
     const config = yield* decodeOptions(options)
     const listener = yield* accept.listen
-    const pythonPath = [
-      RUNTIME_ROOT,
-      ...config.moduleSearchRoots,
-      ...(process.env.PYTHONPATH ? [process.env.PYTHONPATH] : []),
-    ]
+    // A PYTHONPATH in `env` adds to the path rather than hiding the runtime's own folder.
+    const { PYTHONPATH: extraPythonPath, ...env } = config.env
+    const pythonPath = [RUNTIME_ROOT, ...config.moduleSearchRoots, extraPythonPath, process.env.PYTHONPATH].filter(
+      (entry): entry is string => entry !== undefined && entry !== "",
+    )
     const proc = yield* workerProcess.spawn({
       executable: config.pythonExecutable,
       args: [
@@ -259,7 +259,7 @@ export const make = (
         PYTHONUNBUFFERED: "1",
         BURN_P2P_WORKER_MAX_FRAME_BYTES: String(config.maxFrameBytes),
         ...(config.exitWithParent ? { BURN_P2P_WORKER_EXIT_ON_STDIN_EOF: "1" } : {}),
-        ...config.env,
+        ...env,
       },
       terminateGrace: config.terminateGrace,
       stderrTailBytes: config.stderrTailBytes,
@@ -310,14 +310,23 @@ export const make = (
       })
     )
 
-    const call = <P, PI, R, RI>(rpc: Rpc<P, PI, R, RI>, params: P, options?: CallOptions) =>
-      wire.call(
-        rpc,
-        params,
-        options?.timeout === undefined ? config.callTimeout : Option.some(Duration.decode(options.timeout)),
+    const call = <P, PI, R, RI>(rpc: Rpc<P, PI, R, RI>, params: P, options?: CallOptions) => {
+      if (options?.timeout === undefined) return wire.call(rpc, params, config.callTimeout)
+      const timeout = Duration.decodeUnknown(options.timeout)
+      return Option.isSome(timeout) ? wire.call(rpc, params, timeout) : Effect.fail(
+        new InvalidArgumentError({
+          where: rpc.method,
+          detail: `timeout ${
+            JSON.stringify(options.timeout)
+          } is not a duration (milliseconds, "5 seconds", a Duration)`,
+        }),
       )
+    }
 
-    const info = yield* call(Rpcs.hello, null)
+    // The handshake is part of starting: without a callTimeout, connectTimeout bounds it too.
+    const info = yield* call(Rpcs.hello, null, {
+      timeout: Option.getOrElse(config.callTimeout, () => config.connectTimeout),
+    })
     if (info.protocolVersion !== PROTOCOL_VERSION) {
       return yield* new ProtocolError({
         method: "hello",

@@ -142,10 +142,13 @@ export class ProtocolError extends Schema.TaggedError<ProtocolError>()("Protocol
     "UnsupportedVersion",
   ),
   detail: Schema.String,
+  /** Quoted when the worker's end explains the fault (a frame cut short by its exit). */
+  stderrTail: Schema.optionalWith(Schema.String, { default: () => "" }),
 }) {
   override get message(): string {
     const call = this.method === null ? "" : `${this.method}${this.id === null ? "" : `#${this.id}`}: `
-    return `${call}protocol error from Python worker (pid ${this.pid ?? "?"}): ${this.reason}: ${this.detail}`
+    return `${call}protocol error from Python worker (pid ${this.pid ?? "?"}): ${this.reason}: ${this.detail}` +
+      quoteStderr(this.stderrTail)
   }
 }
 

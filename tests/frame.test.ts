@@ -1,7 +1,15 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "effect/FastCheck"
 import { Buffer } from "node:buffer"
-import { encodeFrame, encodeRequestFrame, FrameDecoder } from "../src/internal/frame.ts"
+import { encodeRequestFrame, FrameDecoder } from "../src/internal/frame.ts"
+
+/** The reference encoding, written independently of src/: u64 big-endian length, then the UTF-8 body. */
+const encodeFrame = (text: string): Buffer => {
+  const body = Buffer.from(text, "utf8")
+  const header = Buffer.alloc(8)
+  header.writeBigUInt64BE(BigInt(body.length))
+  return Buffer.concat([header, body])
+}
 
 const decodeAll = (decoder: FrameDecoder, chunks: ReadonlyArray<Uint8Array>) => {
   const frames: Array<string> = []
@@ -28,7 +36,7 @@ const cut = (bytes: Uint8Array, offsets: ReadonlyArray<number>) => {
 
 describe("framing", () => {
   it("encodes an 8-byte big-endian length, then the UTF-8 body", () => {
-    const frame = encodeFrame(`{"a":"é"}`)
+    const frame = encodeRequestFrame(`{"a":`, `"é"`)
     expect([...frame.subarray(0, 8)]).toEqual([0, 0, 0, 0, 0, 0, 0, 10])
     expect(frame.subarray(8).toString("utf8")).toBe(`{"a":"é"}`)
   })

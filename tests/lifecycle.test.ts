@@ -296,3 +296,76 @@ describe("release", () => {
       yield* awaitGone([workerPid])
     }))
 })
+
+describe("review regressions", () => {
+  it.live("thousands of concurrent callers are served one at a time, in call order", () => {
+    const worker = faultWorker([])
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      const texts = Array.from({ length: 3000 }, (_, i) => `caller-${i}`)
+      const answers = yield* Effect.forEach(texts, (text) => service.trainWindow("m1", echo(text)), {
+        concurrency: "unbounded",
+      })
+      expect(answers.map((metrics) => metrics.echo)).toEqual(texts)
+      const events = worker.events()
+      expect(events.filter((e) => e.event === "request" && e.method === "train_window").map((e) => e.echo)).toEqual(
+        texts,
+      )
+      expect(events.filter((e) => e.event === "overlap")).toEqual([])
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("a request above maxFrameBytes is an InvalidArgumentError; nothing is sent and the service stays open", () => {
+    const worker = faultWorker([], { maxFrameBytes: 4096 })
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      const error = yield* Effect.flip(service.trainWindow("m1", echo("x".repeat(10_000))))
+      expect(error).toMatchObject({ _tag: "InvalidArgumentError", where: "train_window" })
+      expect(error.message).toContain("above maxFrameBytes 4096")
+      expect(yield* service.trainWindow("m1", echo("small"))).toMatchObject({ echo: "small" })
+      expect(worker.events().filter((e) => e.event === "request").map((e) => e.id)).toEqual([1, 2])
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("a call's timeout that is not a duration is an InvalidArgumentError", () => {
+    const worker = faultWorker([])
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      const error = yield* Effect.flip(service.hello({ timeout: "bogus" as never }))
+      expect(error).toMatchObject({ _tag: "InvalidArgumentError", where: "hello" })
+      expect((yield* service.hello()).protocolVersion).toBe(1)
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("without a callTimeout, connectTimeout also bounds the first hello", () => {
+    const worker = faultWorker([{ at: 1, fault: "hang" }], { connectTimeout: 300 })
+    return Effect.gen(function* () {
+      const error = yield* Effect.flip(Effect.scoped(start(worker.options)))
+      expect(error).toMatchObject({ _tag: "RpcTimeoutError", method: "hello", timeoutMillis: 300 })
+      const begin = worker.events().find((e) => e.event === "start")!
+      yield* awaitGone([begin.pid as number])
+    }).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("a frame cut short by the worker's exit is a ProtocolError that quotes the exit and stderr", () => {
+    const worker = faultWorker([{ at: 2, fault: "close_mid_frame", stderr: "ran out of memory\n" }])
+    return Effect.scoped(Effect.gen(function* () {
+      const service = yield* start(worker.options)
+      const error = yield* Effect.flip(service.trainWindow("m1", echo("cut")))
+      expect(error).toMatchObject({ _tag: "ProtocolError", reason: "TruncatedFrame", method: "train_window" })
+      expect(error.message).toContain("exited with code 0")
+      expect(error.message).toContain("ran out of memory")
+    })).pipe(Effect.ensuring(worker.cleanup))
+  })
+
+  it.live("a PYTHONPATH in `env` is added to the path, not put in place of the runtime's folder", () =>
+    Effect.scoped(Effect.gen(function* () {
+      // Our worker module comes from the runtime's folder, the factory from the env's PYTHONPATH.
+      const service = yield* start({
+        workloadFactory: "echo_workload:make",
+        pythonExecutable: testPython,
+        env: { PYTHONPATH: fixturesRoot },
+      })
+      expect((yield* service.hello()).workloadName).toBe("EchoWorkload")
+    })))
+})

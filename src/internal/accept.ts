@@ -73,6 +73,8 @@ const peerInGroup = (socket: Net.Socket, pgid: number): boolean | undefined => {
     readOr(() => readdirSync(`/proc/${pid}/fd`), []).some((fd) =>
       readOr(() => readlinkSync(`/proc/${pid}/fd/${fd}`), "") === target
     )
+  // A leader whose open files this process may not read (narrow permissions) cannot be judged.
+  if (readOr(() => readdirSync(`/proc/${pgid}/fd`), undefined) === undefined) return undefined
   // The worker itself connects in the usual case; a wrapper may leave it to a descendant.
   return holds(pgid) || groupMembers(pgid).slice(1).some(holds)
 }
@@ -101,10 +103,13 @@ export const listen: Effect.Effect<Listener, WorkerConnectError, Scope.Scope> = 
       const server = Net.createServer({ noDelay: true })
       server.once("error", (cause) => resume(Effect.fail(listenError(cause))))
       server.listen({ host: "127.0.0.1", port: 0 }, () => resume(Effect.succeed(server)))
+      return Effect.sync(() => server.close())
     }),
     (server) => Effect.sync(() => server.close()),
   )
   server.on("connection", (socket) => {
+    // Until the client takes it over, a reset must not become an uncaught error.
+    socket.on("error", () => undefined)
     if (expected === undefined) waiting.push(socket)
     else consider(socket)
   })

@@ -37,7 +37,8 @@ import {
   WorkerClosedError,
   WorkerExitedError,
 } from "../WorkerError.ts"
-import { encodeRequestFrame, FrameDecoder, type FrameFault } from "./frame.ts"
+import { encodeRequestFrame, FrameDecoder, type FrameFault, HEADER_BYTES } from "./frame.ts"
+import * as Lock from "./lock.ts"
 import type { WorkerProcess } from "./process.ts"
 
 /** Why the client closed. `ScopeClosed` is the orderly end. */
@@ -67,12 +68,13 @@ export interface Client {
   ) => Effect.Effect<R, CallError>
   /** Closes the client (idempotent); the pending call, if any, fails with `WorkerClosedError`. */
   readonly close: Effect.Effect<void>
-  /** Completes with the cause once the client has closed. */
-  readonly closed: Effect.Effect<CloseCause>
 }
 
 /** How long the client waits, after the socket closes, for the exit status that explains it. */
 const EXIT_SETTLE = Duration.seconds(1)
+
+/** Longest `{"id":N,"method":` prefix digits: ids are JavaScript integers. */
+const MAX_ID_DIGITS = 16
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
@@ -130,7 +132,7 @@ export const make = (options: {
     const { socket, process: proc } = options
     const pid = proc.pid
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
-    const permit = yield* Effect.makeSemaphore(1)
+    const lock = Lock.make()
     const closedWith = yield* Deferred.make<CloseCause>()
     const decoder = new FrameDecoder(options.maxFrameBytes)
 
@@ -157,21 +159,42 @@ export const make = (options: {
       close(new ProtocolError({ method: pending?.method ?? null, id, pid, reason, detail }))
 
     // The socket ended or the process exited: wait briefly for the exit
-    // status and the stderr tail, so the error says why.
-    const workerGone = (reason: WorkerExitedError["reason"]) => {
+    // status and the stderr tail, so the error says why. A frame cut short by
+    // the end is still a ProtocolError, told with the same facts.
+    const workerGone = (reason: WorkerExitedError["reason"], truncated?: FrameFault) => {
       if (ending) return
       ending = true
       runFork(Effect.gen(function* () {
         const status = yield* proc.exited.pipe(Effect.timeoutOption(EXIT_SETTLE))
         const stderrTail = yield* proc.stderrTail
+        const exit = {
+          pid,
+          exitCode: Option.isSome(status) ? status.value.exitCode : null,
+          signal: Option.isSome(status) ? status.value.signal : null,
+          stderrTail,
+        }
+        if (truncated !== undefined) {
+          const after = exit.signal !== null
+            ? `; the worker was then killed by ${exit.signal}`
+            : exit.exitCode !== null
+            ? `; the worker then exited with code ${exit.exitCode}`
+            : ""
+          return close(
+            new ProtocolError({
+              method: pending?.method ?? null,
+              id: pending?.id ?? null,
+              pid,
+              reason: truncated._tag,
+              detail: describeFault(truncated) + after,
+              stderrTail,
+            }),
+          )
+        }
         close(
           new WorkerExitedError({
             method: pending?.method ?? null,
             reason: Option.isSome(status) ? "ProcessExited" : reason,
-            pid,
-            exitCode: Option.isSome(status) ? status.value.exitCode : null,
-            signal: Option.isSome(status) ? status.value.signal : null,
-            stderrTail,
+            ...exit,
           }),
         )
       }))
@@ -207,6 +230,11 @@ export const make = (options: {
           null,
         )
       }
+      if (message.id === null && message.ok === false) {
+        // The worker could not read a request: it answers once without an id.
+        const said = typeof message.error === "string" ? message.error.split("\n")[0] : JSON.stringify(message.error)
+        return protocolFault("UnexpectedId", `the worker refused the request #${waiting.id} without an id: ${said}`)
+      }
       if (message.id !== waiting.id) {
         return protocolFault(
           "UnexpectedId",
@@ -229,11 +257,7 @@ export const make = (options: {
       }
       if (fault !== undefined) protocolFault(fault._tag, describeFault(fault))
     })
-    socket.on("end", () => {
-      const fault = decoder.end()
-      if (fault !== undefined) protocolFault(fault._tag, describeFault(fault))
-      else workerGone("ConnectionClosed")
-    })
+    socket.on("end", () => workerGone("ConnectionClosed", decoder.end()))
     socket.on("error", () => workerGone("ConnectionClosed"))
     socket.on("close", () => workerGone("ConnectionClosed"))
     yield* Effect.forkScoped(Effect.zipRight(proc.exited, Effect.sync(() => workerGone("ProcessExited"))))
@@ -270,6 +294,47 @@ export const make = (options: {
         }),
       )
 
+    const encodeParams = <P, PI, R, RI>(
+      rpc: Rpc<P, PI, R, RI>,
+      params: P,
+    ): Either.Either<string, InvalidArgumentError> => {
+      const invalid = (detail: string) => Either.left(new InvalidArgumentError({ where: rpc.method, detail }))
+      const encoded = Schema.encodeEither(rpc.params)(params)
+      if (Either.isLeft(encoded)) return invalid(ParseResult.TreeFormatter.formatErrorSync(encoded.left))
+      let json: string
+      try {
+        json = JSON.stringify(encoded.right)
+      } catch (error) {
+        return invalid(`the params cannot be encoded as JSON: ${(error as Error).message}`)
+      }
+      // Checked here, before anything is written: the worker enforces the same limit.
+      const bytes = HEADER_BYTES + `{"id":,"method":${JSON.stringify(rpc.method)},"params":}`.length + MAX_ID_DIGITS +
+        Buffer.byteLength(json, "utf8")
+      return bytes > options.maxFrameBytes
+        ? invalid(`the request takes ${bytes} bytes, above maxFrameBytes ${options.maxFrameBytes}`)
+        : Either.right(json)
+    }
+
+    /** Success, a RemoteError, or (closing the client) a ProtocolError for a result that breaks its schema. */
+    const outcome = <R, RI>(
+      rpc: Rpc<unknown, unknown, R, RI>,
+      id: number,
+      envelope: Envelope,
+    ): Effect.Effect<R, CallError> => {
+      if (!envelope.ok) return Effect.fail(remoteError(rpc.method, id, envelope))
+      const decoded = Schema.decodeUnknownEither(rpc.result)(envelope.result ?? null)
+      if (Either.isRight(decoded)) return Effect.succeed(decoded.right)
+      const error = new ProtocolError({
+        method: rpc.method,
+        id,
+        pid,
+        reason: "InvalidResult",
+        detail: ParseResult.TreeFormatter.formatErrorSync(decoded.left),
+      })
+      close(error)
+      return Effect.fail(error)
+    }
+
     const call = <P, PI, R, RI>(
       rpc: Rpc<P, PI, R, RI>,
       params: P,
@@ -279,36 +344,43 @@ export const make = (options: {
         Effect.gen(function* () {
           const method = rpc.method
           if (cause !== undefined) return yield* Effect.fail(closedError(method, cause))
-          const encoded = Schema.encodeEither(rpc.params)(params)
-          if (Either.isLeft(encoded)) {
-            return yield* new InvalidArgumentError({
-              where: method,
-              detail: ParseResult.TreeFormatter.formatErrorSync(encoded.left),
-            })
-          }
-          const paramsJson = JSON.stringify(encoded.right)
+          const paramsJson = encodeParams(rpc, params)
+          if (Either.isLeft(paramsJson)) return yield* paramsJson.left
           const timeoutMillis = Option.isSome(timeout) ? Duration.toMillis(timeout.value) : 0
           const deadline = Option.isSome(timeout) ? Date.now() + timeoutMillis : undefined
+          const queuedTimeout = () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis })
 
           // A queued call that times out never reached the wire: the service stays open.
           yield* restore(
-            deadline === undefined ? permit.take(1) : permit.take(1).pipe(
+            deadline === undefined ? lock.take : lock.take.pipe(
               Effect.interruptible,
-              Effect.timeoutFail({
-                duration: timeoutMillis,
-                onTimeout: () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis }),
-              }),
+              Effect.timeoutFail({ duration: timeoutMillis, onTimeout: queuedTimeout }),
             ),
           )
           if (ending) {
-            yield* permit.release(1)
+            lock.release()
             return yield* Effect.flatMap(Deferred.await(closedWith), (why) => Effect.fail(closedError(method, why)))
+          }
+          // Writing with no time left would only make the worker's state untrustworthy.
+          if (deadline !== undefined && deadline - Date.now() <= 0) {
+            lock.release()
+            return yield* queuedTimeout()
           }
 
           const id = nextId++
+          let frame: Buffer
+          try {
+            frame = encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, paramsJson.right)
+          } catch (error) {
+            lock.release()
+            return yield* new InvalidArgumentError({
+              where: method,
+              detail: `the request cannot be encoded: ${(error as Error).message}`,
+            })
+          }
           const waiting: Pending = { id, method, answer: Deferred.unsafeMake(FiberId.none) }
           pending = waiting
-          socket.write(encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, paramsJson))
+          socket.write(frame)
 
           const answered = yield* Effect.exit(restore(settle(waiting, deadline, timeoutMillis)))
           if (Exit.isInterrupted(answered)) {
@@ -316,38 +388,25 @@ export const make = (options: {
             // `shutdown` request is written: it always ends, because `close`
             // fails the pending answer.
             yield* Effect.forkDaemon(
-              Effect.ensuring(Effect.exit(settle(waiting, deadline, timeoutMillis)), permit.release(1)),
+              Effect.ensuring(Effect.exit(settle(waiting, deadline, timeoutMillis)), Effect.sync(lock.release)),
             )
             return yield* Effect.interrupt
           }
-          yield* permit.release(1)
-          if (Exit.isFailure(answered)) {
-            const why = Cause.failureOption(answered.cause)
-            return yield* Option.isSome(why)
-              ? Effect.fail(pendingError(method, why.value))
-              : Effect.failCause(answered.cause as Cause.Cause<never>)
-          }
-          const envelope = answered.value
-          if (!envelope.ok) return yield* remoteError(method, id, envelope)
-          const decoded = Schema.decodeUnknownEither(rpc.result)(envelope.result ?? null)
-          if (Either.isLeft(decoded)) {
-            const error = new ProtocolError({
-              method,
-              id,
-              pid,
-              reason: "InvalidResult",
-              detail: ParseResult.TreeFormatter.formatErrorSync(decoded.left),
+          // Settled before the permit passes on: a result that breaks its schema
+          // closes the client before the next request could be written.
+          const result: Effect.Effect<R, CallError> = Exit.isSuccess(answered)
+            ? outcome(rpc as Rpc<unknown, unknown, R, RI>, id, answered.value)
+            : Option.match(Cause.failureOption(answered.cause), {
+              onNone: () => Effect.failCause(answered.cause as Cause.Cause<never>),
+              onSome: (why) => Effect.fail(pendingError(method, why)),
             })
-            close(error)
-            return yield* error
-          }
-          return decoded.right
+          lock.release()
+          return yield* result
         })
       )
 
     return {
       call,
       close: Effect.sync(() => close({ _tag: "ScopeClosed" })),
-      closed: Deferred.await(closedWith),
     } satisfies Client
   })
