@@ -20,6 +20,9 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import process from "node:process"
 import { fileURLToPath } from "node:url"
 import * as accept from "./internal/accept.ts"
@@ -48,6 +51,30 @@ import {
   type StartError,
   WorkerConnectError,
 } from "./WorkerError.ts"
+
+const DEFAULT_WORKER_MODULE = "burn_p2p_python_runtime.worker"
+
+/**
+ * A file only this user can read, holding `text`; removed by `remove` or when
+ * the scope closes, whichever comes first.
+ */
+const privateFile = (text: string) =>
+  Effect.acquireRelease(
+    Effect.try({
+      try: () => {
+        const dir = mkdtempSync(join(tmpdir(), "burn-p2p-worker-"))
+        const path = join(dir, "config.json")
+        writeFileSync(path, text, { mode: 0o600 })
+        return { path, remove: () => rmSync(dir, { recursive: true, force: true }) }
+      },
+      catch: (error) =>
+        new InvalidArgumentError({
+          where: "PythonWorker.layer",
+          detail: `cannot write the workload config to a temporary file: ${(error as Error).message}`,
+        }),
+    }),
+    (file) => Effect.sync(file.remove),
+  )
 
 /** The folder holding `burn_p2p_python_runtime`, first on the worker's PYTHONPATH. */
 const RUNTIME_ROOT = fileURLToPath(new URL("../python", import.meta.url))
@@ -81,7 +108,7 @@ export const Options = Schema.Struct({
   ),
   workloadConfig: withDefault(JsonValue, () => ({})),
   pythonExecutable: withDefault(Schema.NonEmptyString, () => "python3"),
-  workerModule: withDefault(Schema.NonEmptyString, () => "burn_p2p_python_runtime.worker"),
+  workerModule: withDefault(Schema.NonEmptyString, () => DEFAULT_WORKER_MODULE),
   moduleSearchRoots: withDefault(Schema.Array(Schema.String), () => []),
   env: withDefault(Schema.Record({ key: Schema.String, value: Schema.String }), () => ({})),
   connectTimeout: withDefault(DurationInput, () => Duration.seconds(10)),
@@ -94,6 +121,13 @@ export const Options = Schema.Struct({
   stderrTailBytes: withDefault(Schema.Int.pipe(Schema.positive()), () => 64 * 1024),
   /** The worker exits when this process dies (it watches its stdin pipe for EOF). */
   exitWithParent: withDefault(Schema.Boolean, () => true),
+  /**
+   * How the config reaches the worker: `"file"` (a private temporary file,
+   * removed once the worker has connected) keeps it out of argv; `"argv"`
+   * (`--config-json`) is what the reference worker understands. Default:
+   * `"file"` for our worker module, `"argv"` for any other.
+   */
+  configVia: Schema.optionalWith(Schema.Literal("file", "argv"), { exact: true }),
 })
 
 /**
@@ -240,6 +274,8 @@ export const make = (
     const pythonPath = [RUNTIME_ROOT, ...config.moduleSearchRoots, extraPythonPath, process.env.PYTHONPATH].filter(
       (entry): entry is string => entry !== undefined && entry !== "",
     )
+    const configVia = config.configVia ?? (config.workerModule === DEFAULT_WORKER_MODULE ? "file" : "argv")
+    const configFile = configVia === "file" ? yield* privateFile(config.configJson) : undefined
     const proc = yield* workerProcess.spawn({
       executable: config.pythonExecutable,
       args: [
@@ -247,8 +283,7 @@ export const make = (
         config.workerModule,
         "--factory",
         config.workloadFactory,
-        "--config-json",
-        config.configJson,
+        ...(configFile === undefined ? ["--config-json", config.configJson] : ["--config-file", configFile.path]),
         "--connect-host",
         "127.0.0.1",
         "--connect-port",
@@ -292,6 +327,8 @@ export const make = (
       })),
     )
 
+    // The worker read its config before connecting.
+    configFile?.remove()
     const wire = yield* client.make({ socket, process: proc, maxFrameBytes: config.maxFrameBytes })
     // Registered last, so it runs first on release: a polite `shutdown` while
     // the socket is open, then the process finalizer's SIGTERM/SIGKILL.

@@ -9,7 +9,8 @@ import { describe, expect, it, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import { statSync } from "node:fs"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { existsSync, readFileSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { PythonWorker } from "../src/mod.ts"
 import { awaitGone, cached, candidate, generated, isAlive, patch, tempDir, testPython, writeShards } from "./helpers.ts"
@@ -273,5 +274,23 @@ describe("PythonWorker lifecycle", () => {
       expect(exit).toEqual(Exit.fail("caller failed"))
       expect(pid).toBeGreaterThan(0)
       yield* awaitGone([pid])
+    }))
+})
+
+describe("the workload config", () => {
+  it.scopedLive("reaches our worker through a private file, not argv: large configs work and ps does not show them", () =>
+    Effect.gen(function* () {
+      const secret = "s3cr3t-".repeat(50_000)
+      const worker = yield* PythonWorker.make({
+        workloadFactory: "burn_p2p_python_runtime.reference_workload:make",
+        workloadConfig: { api_token: secret, learning_rate: 0.3 },
+        pythonExecutable: testPython,
+      }).pipe(Effect.provide(NodeContext.layer))
+      const argv = readFileSync(`/proc/${worker.pid}/cmdline`, "utf8").split("\0")
+      expect(argv.join(" ")).not.toContain("s3cr3t")
+      const configFile = argv[argv.indexOf("--config-file") + 1]
+      expect(existsSync(configFile)).toBe(false)
+      const model = yield* worker.initModel("cpu")
+      expect((yield* worker.trainWindow(model, [generated([0], 0)])).learning_rate).toBe(0.3)
     }))
 })

@@ -3,6 +3,10 @@
     python -m burn_p2p_python_runtime.worker --factory MODULE:ATTR --config-json JSON \
         --connect-host HOST --connect-port PORT
 
+``--config-file PATH`` may stand for ``--config-json``: the TypeScript client
+uses it so the config stays out of argv (visible in ``ps``, 128 KiB per
+argument on Linux); the reference client's ``--config-json`` works unchanged.
+
 Loads the workload (``MODULE.ATTR(config)``) before connecting, connects to the
 client's listener and serves one request at a time until ``shutdown`` or EOF.
 
@@ -45,7 +49,7 @@ def main(argv=None):
     if os.environ.get(STDIN_GUARD_ENV) == "1":
         _start_orphan_guard()
     try:
-        workload = load_factory(args.factory)(_decode_config(args.config_json))
+        workload = load_factory(args.factory)(_decode_config(args))
     except Exception as error:
         # The config is not printed: it may hold secrets.
         _complain(f"cannot load workload factory {args.factory!r}: {type(error).__name__}: {error}")
@@ -94,17 +98,27 @@ def serve(sock, dispatcher, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
 def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m burn_p2p_python_runtime.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--factory", required=True, help="MODULE:ATTR of the workload factory")
-    parser.add_argument("--config-json", required=True, help="JSON value passed to the factory")
+    config = parser.add_mutually_exclusive_group(required=True)
+    config.add_argument("--config-json", help="JSON value passed to the factory")
+    config.add_argument(
+        "--config-file",
+        help="file holding that JSON instead (extension: kept out of argv, where every user sees it and one argument is capped at 128 KiB)",
+    )
     parser.add_argument("--connect-host", required=True)
     parser.add_argument("--connect-port", required=True, type=int)
     return parser.parse_args(argv)
 
 
-def _decode_config(config_json):
+def _decode_config(args):
+    if args.config_file is not None:
+        with open(args.config_file, encoding="utf-8") as handle:
+            text, source = handle.read(), "--config-file"
+    else:
+        text, source = args.config_json, "--config-json"
     try:
-        return json.loads(config_json)
+        return json.loads(text)
     except ValueError as error:
-        raise ValueError(f"--config-json is not valid JSON: {error}") from error
+        raise ValueError(f"{source} is not valid JSON: {error}") from error
 
 
 def _max_frame_bytes():
