@@ -63,9 +63,21 @@ const privateFile = (text: string) =>
     Effect.try({
       try: () => {
         const dir = mkdtempSync(join(tmpdir(), "burn-p2p-worker-"))
+        const remove = () => {
+          try {
+            rmSync(dir, { recursive: true, force: true })
+          } catch {
+            // Left in the temporary directory: nothing to do about it here.
+          }
+        }
         const path = join(dir, "config.json")
-        writeFileSync(path, text, { mode: 0o600 })
-        return { path, remove: () => rmSync(dir, { recursive: true, force: true }) }
+        try {
+          writeFileSync(path, text, { mode: 0o600 })
+        } catch (error) {
+          remove()
+          throw error
+        }
+        return { path, remove }
       },
       catch: (error) =>
         new InvalidArgumentError({
@@ -317,6 +329,7 @@ export const make = (
             }),
           ),
       )
+    const connectDeadline = Date.now() + Duration.toMillis(config.connectTimeout)
     const socket = yield* listener.accept(pid).pipe(
       Effect.timeoutOption(config.connectTimeout),
       Effect.raceFirst(Effect.zipRight(proc.exited, connectFailure("Exited", "the process exited"))),
@@ -327,8 +340,6 @@ export const make = (
       })),
     )
 
-    // The worker read its config before connecting.
-    configFile?.remove()
     const wire = yield* client.make({ socket, process: proc, maxFrameBytes: config.maxFrameBytes })
     // Registered last, so it runs first on release: a polite `shutdown` while
     // the socket is open, then the process finalizer's SIGTERM/SIGKILL.
@@ -360,10 +371,13 @@ export const make = (
       )
     }
 
-    // The handshake is part of starting: without a callTimeout, connectTimeout bounds it too.
+    // The handshake is part of starting: without a callTimeout, what is left
+    // of connectTimeout bounds it too.
     const info = yield* call(Rpcs.hello, null, {
-      timeout: Option.getOrElse(config.callTimeout, () => config.connectTimeout),
+      timeout: Option.getOrElse(config.callTimeout, () => Math.max(1, connectDeadline - Date.now())),
     })
+    // The worker that answered `hello` has read its config.
+    configFile?.remove()
     if (info.protocolVersion !== PROTOCOL_VERSION) {
       return yield* new ProtocolError({
         method: "hello",

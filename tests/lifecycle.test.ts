@@ -90,6 +90,8 @@ describe("deadlines", () => {
     return Effect.scoped(Effect.gen(function* () {
       const service = yield* start(worker.options)
       const slow = yield* Effect.fork(service.trainWindow("m1", echo("slow")))
+      // Let the forked call take the wire first (forked fibers start on the next scheduler turn).
+      yield* Effect.yieldNow()
       const queued = yield* Effect.flip(service.trainWindow("m1", echo("queued"), { timeout: 100 }))
       expect(queued).toMatchObject({ _tag: "RpcTimeoutError", id: null })
       expect(yield* Fiber.join(slow)).toMatchObject({ echo: "slow" })
@@ -341,7 +343,8 @@ describe("review regressions", () => {
     const worker = faultWorker([{ at: 1, fault: "hang" }], { connectTimeout: 300 })
     return Effect.gen(function* () {
       const error = yield* Effect.flip(Effect.scoped(start(worker.options)))
-      expect(error).toMatchObject({ _tag: "RpcTimeoutError", method: "hello", timeoutMillis: 300 })
+      expect(error).toMatchObject({ _tag: "RpcTimeoutError", method: "hello" })
+      expect(error._tag === "RpcTimeoutError" && error.timeoutMillis).toBeLessThanOrEqual(300)
       const begin = worker.events().find((e) => e.event === "start")!
       yield* awaitGone([begin.pid as number])
     }).pipe(Effect.ensuring(worker.cleanup))

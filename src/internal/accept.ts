@@ -58,16 +58,19 @@ const groupMembers = (pgid: number): Array<number> => {
 /**
  * Whether the peer of an accepted loopback socket is a process of the group
  * `pgid` leads: its socket's inode, from /proc/net/tcp, among the group's
- * open files. `undefined` where /proc cannot tell (not Linux).
+ * open files. `undefined` where /proc cannot tell (not Linux, or the group's
+ * files are not readable to this process).
  */
 const peerInGroup = (socket: Net.Socket, pgid: number): boolean | undefined => {
   const table = readOr(() => readFileSync("/proc/net/tcp", "utf8"), undefined)
-  if (table === undefined || socket.remotePort === undefined || socket.localPort === undefined) return undefined
+  if (table === undefined) return undefined
+  // A peer that has already gone (reset, closed) is no worker.
+  if (socket.destroyed || socket.remotePort === undefined || socket.localPort === undefined) return false
   const port = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, "0")}`
   const row = table.split("\n").map((line) => line.trim().split(/\s+/)).find((fields) =>
     fields[1]?.endsWith(port(socket.remotePort!)) && fields[2]?.endsWith(port(socket.localPort!))
   )
-  if (row === undefined) return undefined
+  if (row === undefined) return false
   const target = `socket:[${row[9]}]`
   const holds = (pid: number) =>
     readOr(() => readdirSync(`/proc/${pid}/fd`), []).some((fd) =>

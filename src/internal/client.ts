@@ -351,15 +351,22 @@ export const make = (options: {
           const queuedTimeout = () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis })
 
           // A queued call that times out never reached the wire: the service stays open.
-          yield* restore(
-            deadline === undefined ? lock.take : lock.take.pipe(
+          const ticket = lock.enqueue()
+          const queued = yield* Effect.exit(restore(
+            deadline === undefined ? ticket.wait : ticket.wait.pipe(
               Effect.interruptible,
               Effect.timeoutFail({ duration: timeoutMillis, onTimeout: queuedTimeout }),
             ),
-          )
+          ))
+          if (Exit.isFailure(queued)) {
+            ticket.cancel()
+            return yield* Effect.failCause(queued.cause)
+          }
           if (ending) {
             lock.release()
-            return yield* Effect.flatMap(Deferred.await(closedWith), (why) => Effect.fail(closedError(method, why)))
+            return yield* restore(
+              Effect.flatMap(Deferred.await(closedWith), (why) => Effect.fail(closedError(method, why))),
+            )
           }
           // Writing with no time left would only make the worker's state untrustworthy.
           if (deadline !== undefined && deadline - Date.now() <= 0) {
