@@ -20,7 +20,8 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { randomUUID } from "node:crypto"
+import { rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import process from "node:process"
@@ -62,20 +63,15 @@ const privateFile = (text: string) =>
   Effect.acquireRelease(
     Effect.try({
       try: () => {
-        const dir = mkdtempSync(join(tmpdir(), "burn-p2p-worker-"))
+        const path = join(tmpdir(), `burn-p2p-worker-config-${randomUUID()}.json`)
+        // "wx": a fresh file, never one planted under the same name.
+        writeFileSync(path, text, { mode: 0o600, flag: "wx" })
         const remove = () => {
           try {
-            rmSync(dir, { recursive: true, force: true })
+            rmSync(path, { force: true })
           } catch {
-            // Left in the temporary directory: nothing to do about it here.
+            // Left in the temporary directory: nothing more to do about it here.
           }
-        }
-        const path = join(dir, "config.json")
-        try {
-          writeFileSync(path, text, { mode: 0o600 })
-        } catch (error) {
-          remove()
-          throw error
         }
         return { path, remove }
       },

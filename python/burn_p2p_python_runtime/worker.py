@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import threading
-import traceback
 
 from .dispatch import Dispatcher, encode_response, error_response
 from .transport import DEFAULT_MAX_FRAME_BYTES, FrameError, connect, read_frame, write_frame
@@ -53,6 +52,8 @@ def main(argv=None):
     except Exception as error:
         # The config is not printed: it may hold secrets.
         _complain(f"cannot load workload factory {args.factory!r}: {type(error).__name__}: {error}")
+        import traceback
+
         traceback.print_exception(error, file=sys.stderr)
         return 2
     dispatcher = Dispatcher(WorkloadAdapter(workload))
