@@ -15,13 +15,38 @@ import * as Schema from "effect/Schema"
 /** The protocol version this client speaks. */
 export const PROTOCOL_VERSION = 1
 
-const wire = <S extends Schema.Schema.All, const Key extends string>(schema: S, key: Key) =>
+/** A field read from `Key` on the wire (snake_case) and named in camelCase in TypeScript. */
+type Wire<S extends Schema.Schema.All, Key extends string> = Schema.PropertySignature<
+  ":",
+  Schema.Schema.Type<S>,
+  Key,
+  ":",
+  Schema.Schema.Encoded<S>,
+  false,
+  Schema.Schema.Context<S>
+>
+
+const wire = <S extends Schema.Schema.All, const Key extends string>(schema: S, key: Key): Wire<S, Key> =>
   Schema.propertySignature(schema).pipe(Schema.fromKey(key))
 
-const U32 = Schema.Int.pipe(Schema.between(0, 0xffff_ffff))
-const U64 = Schema.NonNegativeInt
+/** What `Schema.Class<Self>(identifier)(fields)` returns, spelled out so that JSR need not infer it. */
+type ClassBase<Self, Fields extends Schema.Struct.Fields> = Schema.Class<
+  Self,
+  Fields,
+  Schema.Struct.Encoded<Fields>,
+  Schema.Struct.Context<Fields>,
+  Schema.Struct.Constructor<Fields>,
+  // Nothing inherited, no prototype: the `{}`s Schema.Class itself passes.
+  // deno-lint-ignore ban-types
+  {},
+  // deno-lint-ignore ban-types
+  {}
+>
+
+const U32: Schema.filter<typeof Schema.Int> = Schema.Int.pipe(Schema.between(0, 0xffff_ffff))
+const U64: typeof Schema.NonNegativeInt = Schema.NonNegativeInt
 /** JSON has no NaN or Infinity. */
-const F64 = Schema.JsonNumber
+const F64: typeof Schema.JsonNumber = Schema.JsonNumber
 
 /**
  * Any JSON value: what an opaque field (a batch payload, the workload config)
@@ -53,48 +78,69 @@ export type JsonValue = null | boolean | number | string | ReadonlyArray<JsonVal
  * @since 0.1.0
  * @category models
  */
-export const MetricValue = Schema.Union(F64, Schema.Boolean, Schema.String).annotations({ identifier: "MetricValue" })
+export const MetricValue: Schema.Union<[typeof F64, typeof Schema.Boolean, typeof Schema.String]> = Schema.Union(
+  F64,
+  Schema.Boolean,
+  Schema.String,
+).annotations({ identifier: "MetricValue" })
 
 /**
  * @since 0.1.0
  * @category models
  */
-export const Metrics = Schema.Record({ key: Schema.String, value: MetricValue }).annotations({ identifier: "Metrics" })
+export const Metrics: Schema.Record$<typeof Schema.String, typeof MetricValue> = Schema.Record({
+  key: Schema.String,
+  value: MetricValue,
+}).annotations({ identifier: "Metrics" })
 /**
  * @since 0.1.0
  * @category models
  */
 export type Metrics = typeof Metrics.Type
 
-/**
- * @since 0.1.0
- * @category models
- */
-export class CapabilityEstimate extends Schema.Class<CapabilityEstimate>("CapabilityEstimate")({
+const CapabilityEstimateBase: ClassBase<CapabilityEstimate, {
+  preferredBackends: Wire<Schema.Array$<typeof Schema.String>, "preferred_backends">
+  workUnitsPerSecond: Wire<typeof F64, "work_units_per_second">
+  targetWindowSeconds: Wire<typeof U64, "target_window_seconds">
+}> = Schema.Class<CapabilityEstimate>("CapabilityEstimate")({
   preferredBackends: wire(Schema.Array(Schema.String), "preferred_backends"),
   workUnitsPerSecond: wire(F64, "work_units_per_second"),
   targetWindowSeconds: wire(U64, "target_window_seconds"),
-}) {}
-
+})
 /**
  * @since 0.1.0
  * @category models
  */
-export class Hello extends Schema.Class<Hello>("Hello")({
+export class CapabilityEstimate extends CapabilityEstimateBase {}
+
+const HelloBase: ClassBase<Hello, {
+  protocolVersion: Wire<typeof U32, "protocol_version">
+  workloadName: Wire<typeof Schema.String, "workload_name">
+  /** Sent by protocol 2 workers only. */
+  capabilities: Schema.optional<Schema.Array$<typeof Schema.String>>
+}> = Schema.Class<Hello>("Hello")({
   protocolVersion: wire(U32, "protocol_version"),
   workloadName: wire(Schema.String, "workload_name"),
-  /** Sent by protocol 2 workers only. */
   capabilities: Schema.optional(Schema.Array(Schema.String)),
-}) {}
-
+})
 /**
  * @since 0.1.0
  * @category models
  */
-export class CapabilityProbe extends Schema.Class<CapabilityProbe>("CapabilityProbe")({
+export class Hello extends HelloBase {}
+
+const CapabilityProbeBase: ClassBase<CapabilityProbe, {
+  runtimeDevice: Wire<typeof Schema.String, "runtime_device">
+  capability: typeof CapabilityEstimate
+}> = Schema.Class<CapabilityProbe>("CapabilityProbe")({
   runtimeDevice: wire(Schema.String, "runtime_device"),
   capability: CapabilityEstimate,
-}) {}
+})
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export class CapabilityProbe extends CapabilityProbeBase {}
 
 /**
  * `"Train" | "Validation" | "Test" | { Custom: name }`.
@@ -102,7 +148,10 @@ export class CapabilityProbe extends Schema.Class<CapabilityProbe>("CapabilityPr
  * @since 0.1.0
  * @category models
  */
-export const EvalSplit = Schema.Union(
+export const EvalSplit: Schema.Union<[
+  Schema.Literal<["Train", "Validation", "Test"]>,
+  Schema.Struct<{ Custom: typeof Schema.String }>,
+]> = Schema.Union(
   Schema.Literal("Train", "Validation", "Test"),
   Schema.Struct({ Custom: Schema.String }),
 ).annotations({ identifier: "EvalSplit" })
@@ -116,7 +165,10 @@ export type EvalSplit = typeof EvalSplit.Type
  * @since 0.1.0
  * @category models
  */
-export const MergePolicy = Schema.Union(
+export const MergePolicy: Schema.Union<[
+  Schema.Literal<["WeightedMean", "NormClippedWeightedMean", "TrimmedMean", "Ema", "QualityWeightedEma"]>,
+  Schema.Struct<{ Custom: typeof Schema.String }>,
+]> = Schema.Union(
   Schema.Literal("WeightedMean", "NormClippedWeightedMean", "TrimmedMean", "Ema", "QualityWeightedEma"),
   Schema.Struct({ Custom: Schema.String }),
 ).annotations({ identifier: "MergePolicy" })
@@ -133,7 +185,12 @@ export type MergePolicy = typeof MergePolicy.Type
  * @since 0.1.0
  * @category models
  */
-export const ReconcileStrategy = Schema.Union(
+export const ReconcileStrategy: Schema.Union<[
+  Schema.Literal<["Replace"]>,
+  Schema.Struct<{
+    RootEma: Schema.Struct<{ canonicalWeight: Wire<Schema.filter<typeof F64>, "canonical_weight"> }>
+  }>,
+]> = Schema.Union(
   Schema.Literal("Replace"),
   Schema.Struct({
     RootEma: Schema.Struct({ canonicalWeight: wire(F64.pipe(Schema.between(0, 1)), "canonical_weight") }),
@@ -149,7 +206,10 @@ export type ReconcileStrategy = typeof ReconcileStrategy.Type
  * @since 0.1.0
  * @category models
  */
-export const PatchOutcome = Schema.Union(
+export const PatchOutcome: Schema.Union<[
+  Schema.Literal<["Applied", "RequiresRestart"]>,
+  Schema.Struct<{ Rejected: typeof Schema.String }>,
+]> = Schema.Union(
   Schema.Literal("Applied", "RequiresRestart"),
   Schema.Struct({ Rejected: Schema.String }),
 ).annotations({ identifier: "PatchOutcome" })
@@ -163,7 +223,12 @@ export type PatchOutcome = typeof PatchOutcome.Type
  * @since 0.1.0
  * @category models
  */
-export const PatchValue = Schema.Union(
+export const PatchValue: Schema.Union<[
+  typeof Schema.Boolean,
+  typeof F64,
+  typeof Schema.String,
+  Schema.Array$<typeof Schema.String>,
+]> = Schema.Union(
   Schema.Boolean,
   F64,
   Schema.String,
@@ -174,7 +239,13 @@ export const PatchValue = Schema.Union(
  * @since 0.1.0
  * @category models
  */
-export const RuntimePatch = Schema.Struct({
+export const RuntimePatch: Schema.Struct<{
+  patchId: Wire<typeof Schema.String, "patch_id">
+  class: Schema.Literal<["Hot", "Warm", "Cold"]>
+  summary: typeof Schema.String
+  values: Schema.Record$<typeof Schema.String, typeof PatchValue>
+  requiredClientCapabilities: Wire<Schema.Array$<typeof Schema.String>, "required_client_capabilities">
+}> = Schema.Struct({
   patchId: wire(Schema.String, "patch_id"),
   class: Schema.Literal("Hot", "Warm", "Cold"),
   summary: Schema.String,
@@ -191,7 +262,14 @@ export type RuntimePatch = typeof RuntimePatch.Type
  * @since 0.1.0
  * @category models
  */
-export const MergeCandidate = Schema.Struct({
+export const MergeCandidate: Schema.Struct<{
+  peerId: Wire<typeof Schema.String, "peer_id">
+  headId: Wire<typeof Schema.String, "head_id">
+  artifactId: Wire<typeof Schema.String, "artifact_id">
+  modelId: Wire<typeof Schema.String, "model_id">
+  sampleWeight: Wire<typeof F64, "sample_weight">
+  qualityWeight: Wire<typeof F64, "quality_weight">
+}> = Schema.Struct({
   peerId: wire(Schema.String, "peer_id"),
   headId: wire(Schema.String, "head_id"),
   artifactId: wire(Schema.String, "artifact_id"),
@@ -211,7 +289,13 @@ export type MergeCandidate = typeof MergeCandidate.Type
  * @since 0.1.0
  * @category models
  */
-export const CachedMicroshardGroup = Schema.Struct({
+export const CachedMicroshardGroup: Schema.Struct<{
+  kind: Schema.Literal<["cached_microshard_group"]>
+  shardPaths: Wire<Schema.Array$<typeof Schema.String>, "shard_paths">
+  microshardIds: Wire<Schema.Array$<typeof Schema.String>, "microshard_ids">
+  ordinals: Schema.Array$<typeof U32>
+  bytesLen: Wire<typeof U64, "bytes_len">
+}> = Schema.Struct({
   kind: Schema.Literal("cached_microshard_group"),
   shardPaths: wire(Schema.Array(Schema.String), "shard_paths"),
   microshardIds: wire(Schema.Array(Schema.String), "microshard_ids"),
@@ -225,7 +309,18 @@ export const CachedMicroshardGroup = Schema.Struct({
  * @since 0.1.0
  * @category models
  */
-export const MicroEpoch = Schema.Struct({
+export const MicroEpoch: Schema.Struct<{
+  kind: Schema.Literal<["micro_epoch"]>
+  leaseId: Wire<typeof Schema.String, "lease_id">
+  microshardIds: Wire<Schema.Array$<typeof Schema.String>, "microshard_ids">
+  ordinals: Schema.Array$<typeof U32>
+  bytesLen: Wire<typeof U64, "bytes_len">
+  pipelineKind: Wire<
+    Schema.Literal<["sharded-static", "indexed-dataset", "generated-dataset", "custom"]>,
+    "pipeline_kind"
+  >
+  payload: typeof JsonValue
+}> = Schema.Struct({
   kind: Schema.Literal("micro_epoch"),
   leaseId: wire(Schema.String, "lease_id"),
   microshardIds: wire(Schema.Array(Schema.String), "microshard_ids"),
@@ -242,29 +337,78 @@ export const MicroEpoch = Schema.Struct({
  * @since 0.1.0
  * @category models
  */
-export const BatchRef = Schema.Union(CachedMicroshardGroup, MicroEpoch).annotations({ identifier: "BatchRef" })
+export const BatchRef: Schema.Union<[typeof CachedMicroshardGroup, typeof MicroEpoch]> = Schema.Union(
+  CachedMicroshardGroup,
+  MicroEpoch,
+).annotations({ identifier: "BatchRef" })
 /**
  * @since 0.1.0
  * @category models
  */
 export type BatchRef = typeof BatchRef.Type
 
-const ModelHandle = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
+type ModelIdField = { modelId: Wire<typeof Schema.String, "model_id"> }
+
+const ModelHandle: Schema.Struct<ModelIdField> = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
 /** serde reads a missing `model_id` as None, so absent is null too. */
-const OptionalModelHandle = Schema.Struct({
+const OptionalModelHandle: Schema.Struct<{
+  modelId: Schema.PropertySignature<":", string | null, "model_id", "?:", string | null | undefined, true, never>
+}> = Schema.Struct({
   modelId: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }).pipe(Schema.fromKey("model_id")),
 })
-const MetricsResult = Schema.Struct({ metrics: Metrics })
+const MetricsResult: Schema.Struct<{ metrics: typeof Metrics }> = Schema.Struct({ metrics: Metrics })
 /** Acks are `{}` (extra fields ignored); a missing result reads as null, which is accepted too. */
-const Ack = Schema.transform(
+const Ack: Schema.transform<
+  Schema.Union<[typeof Schema.Null, Schema.Record$<typeof Schema.String, typeof Schema.Unknown>]>,
+  typeof Schema.Void
+> = Schema.transform(
   Schema.Union(Schema.Null, Schema.Record({ key: Schema.String, value: Schema.Unknown })),
   Schema.Void,
   { strict: true, decode: () => undefined, encode: () => ({}) },
 )
-const ModelRef = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
-const ArtifactParams = Schema.Struct({
+const ModelRef: Schema.Struct<ModelIdField> = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
+const ArtifactParams: Schema.Struct<{
+  modelId: Wire<typeof Schema.String, "model_id">
+  artifactPath: Wire<typeof Schema.String, "artifact_path">
+}> = Schema.Struct({
   modelId: wire(Schema.String, "model_id"),
   artifactPath: wire(Schema.String, "artifact_path"),
+})
+const InitModelParams: Schema.Struct<{ device: typeof Schema.String }> = Schema.Struct({ device: Schema.String })
+const TrainWindowParams: Schema.Struct<{
+  modelId: Wire<typeof Schema.String, "model_id">
+  batches: Schema.Array$<typeof BatchRef>
+}> = Schema.Struct({ modelId: wire(Schema.String, "model_id"), batches: Schema.Array(BatchRef) })
+const EvaluateParams: Schema.Struct<{
+  modelId: Wire<typeof Schema.String, "model_id">
+  split: typeof EvalSplit
+}> = Schema.Struct({ modelId: wire(Schema.String, "model_id"), split: EvalSplit })
+const MergeParams: Schema.Struct<{
+  baseModelId: Wire<typeof Schema.String, "base_model_id">
+  candidates: Schema.Array$<typeof MergeCandidate>
+  policy: typeof MergePolicy
+}> = Schema.Struct({
+  baseModelId: wire(Schema.String, "base_model_id"),
+  candidates: Schema.Array(MergeCandidate),
+  policy: MergePolicy,
+})
+const RootEmaParams: Schema.Struct<{
+  baseModelId: Wire<typeof Schema.String, "base_model_id">
+  mergedModelId: Wire<typeof Schema.String, "merged_model_id">
+  policy: typeof MergePolicy
+}> = Schema.Struct({
+  baseModelId: wire(Schema.String, "base_model_id"),
+  mergedModelId: wire(Schema.String, "merged_model_id"),
+  policy: MergePolicy,
+})
+const ReconcileParams: Schema.Struct<{
+  localModelId: Wire<typeof Schema.String, "local_model_id">
+  canonicalModelId: Wire<typeof Schema.String, "canonical_model_id">
+  strategy: typeof ReconcileStrategy
+}> = Schema.Struct({
+  localModelId: wire(Schema.String, "local_model_id"),
+  canonicalModelId: wire(Schema.String, "canonical_model_id"),
+  strategy: ReconcileStrategy,
 })
 
 /**
@@ -287,13 +431,43 @@ const rpc = <P, PI, R, RI>(
   doc: string,
 ): Rpc<P, PI, R, RI> => ({ method, params, result, doc })
 
+/** The `Rpc` sending `Params` and answering `Result`. */
+type RpcOf<Params extends Schema.Schema.Any, Result extends Schema.Schema.Any> = Rpc<
+  Schema.Schema.Type<Params>,
+  Schema.Schema.Encoded<Params>,
+  Schema.Schema.Type<Result>,
+  Schema.Schema.Encoded<Result>
+>
+
+/**
+ * The descriptors in `Rpcs`: each method's params and result types.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Rpcs {
+  readonly hello: RpcOf<typeof Schema.Null, typeof Hello>
+  readonly capabilityProbe: RpcOf<typeof Schema.Null, typeof CapabilityProbe>
+  readonly initModel: RpcOf<typeof InitModelParams, typeof ModelHandle>
+  readonly trainWindow: RpcOf<typeof TrainWindowParams, typeof MetricsResult>
+  readonly evaluate: RpcOf<typeof EvaluateParams, typeof MetricsResult>
+  readonly applyPatch: RpcOf<typeof RuntimePatch, typeof PatchOutcome>
+  readonly loadModelArtifact: RpcOf<typeof ArtifactParams, typeof Ack>
+  readonly materializeModelArtifact: RpcOf<typeof ArtifactParams, typeof Ack>
+  readonly mergeCandidateModels: RpcOf<typeof MergeParams, typeof OptionalModelHandle>
+  readonly applySingleRootEma: RpcOf<typeof RootEmaParams, typeof ModelHandle>
+  readonly reconcileCanonicalModel: RpcOf<typeof ReconcileParams, typeof ModelHandle>
+  readonly releaseModel: RpcOf<typeof ModelRef, typeof Ack>
+  readonly shutdown: RpcOf<typeof Schema.Null, typeof Ack>
+}
+
 /**
  * Every method of protocol 1, keyed by the client's camelCase name.
  *
  * @since 0.1.0
  * @category models
  */
-export const Rpcs = {
+export const Rpcs: Rpcs = {
   hello: rpc("hello", Schema.Null, Hello, "protocol version and workload name; the client requires version 1"),
   capabilityProbe: rpc(
     "capability_probe",
@@ -301,19 +475,14 @@ export const Rpcs = {
     CapabilityProbe,
     "the device the workload runs on and its measured throughput",
   ),
-  initModel: rpc("init_model", Schema.Struct({ device: Schema.String }), ModelHandle, "a new model; its id"),
+  initModel: rpc("init_model", InitModelParams, ModelHandle, "a new model; its id"),
   trainWindow: rpc(
     "train_window",
-    Schema.Struct({ modelId: wire(Schema.String, "model_id"), batches: Schema.Array(BatchRef) }),
+    TrainWindowParams,
     MetricsResult,
     "trains the model on the batches; training metrics",
   ),
-  evaluate: rpc(
-    "evaluate",
-    Schema.Struct({ modelId: wire(Schema.String, "model_id"), split: EvalSplit }),
-    MetricsResult,
-    "evaluates the model on a split; metrics",
-  ),
+  evaluate: rpc("evaluate", EvaluateParams, MetricsResult, "evaluates the model on a split; metrics"),
   applyPatch: rpc(
     "apply_patch",
     RuntimePatch,
@@ -334,40 +503,22 @@ export const Rpcs = {
   ),
   mergeCandidateModels: rpc(
     "merge_candidate_models",
-    Schema.Struct({
-      baseModelId: wire(Schema.String, "base_model_id"),
-      candidates: Schema.Array(MergeCandidate),
-      policy: MergePolicy,
-    }),
+    MergeParams,
     OptionalModelHandle,
     "merges candidate models into a new model, or none",
   ),
   applySingleRootEma: rpc(
     "apply_single_root_ema",
-    Schema.Struct({
-      baseModelId: wire(Schema.String, "base_model_id"),
-      mergedModelId: wire(Schema.String, "merged_model_id"),
-      policy: MergePolicy,
-    }),
+    RootEmaParams,
     ModelHandle,
     "moves the merged model toward the base (updated in place); the merged id",
   ),
   reconcileCanonicalModel: rpc(
     "reconcile_canonical_model",
-    Schema.Struct({
-      localModelId: wire(Schema.String, "local_model_id"),
-      canonicalModelId: wire(Schema.String, "canonical_model_id"),
-      strategy: ReconcileStrategy,
-    }),
+    ReconcileParams,
     ModelHandle,
     "reconciles the canonical model with the local one (updated in place); the canonical id",
   ),
   releaseModel: rpc("release_model", ModelRef, Ack, "frees the model; an unknown id is not an error"),
   shutdown: rpc("shutdown", Schema.Null, Ack, "the worker answers, then exits (sent by the layer on release)"),
-} as const
-
-/**
- * @since 0.1.0
- * @category models
- */
-export type Rpcs = typeof Rpcs
+}
