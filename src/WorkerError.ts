@@ -24,24 +24,43 @@ const describeExit = (exitCode: number | null, signal: string | null): string =>
     ? `exited with code ${exitCode}`
     : "is gone (exit status unknown)"
 
-const ExitFields = {
+/** What `Schema.TaggedError<Self>()(tag, fields)` returns, spelled out so that JSR need not infer it. */
+type ErrorBase<Self, Tag extends string, Fields extends Schema.Struct.Fields> = Schema.TaggedErrorClass<
+  Self,
+  Tag,
+  { readonly _tag: Schema.tag<Tag> } & Fields
+>
+
+type ExitFields = {
+  pid: Schema.NullOr<typeof Schema.Number>
+  exitCode: Schema.NullOr<typeof Schema.Number>
+  signal: Schema.NullOr<typeof Schema.String>
+  stderrTail: typeof Schema.String
+}
+
+const ExitFields: ExitFields = {
   pid: Schema.NullOr(Schema.Number),
   exitCode: Schema.NullOr(Schema.Number),
   signal: Schema.NullOr(Schema.String),
   stderrTail: Schema.String,
 }
 
+const WorkerSpawnErrorBase: ErrorBase<WorkerSpawnError, "WorkerSpawnError", {
+  executable: typeof Schema.String
+  reason: Schema.Literal<["NotFound", "PermissionDenied", "Unknown"]>
+  detail: typeof Schema.String
+}> = Schema.TaggedError<WorkerSpawnError>()("WorkerSpawnError", {
+  executable: Schema.String,
+  reason: Schema.Literal("NotFound", "PermissionDenied", "Unknown"),
+  detail: Schema.String,
+})
 /**
  * The Python executable could not be started at all.
  *
  * @since 0.1.0
  * @category errors
  */
-export class WorkerSpawnError extends Schema.TaggedError<WorkerSpawnError>()("WorkerSpawnError", {
-  executable: Schema.String,
-  reason: Schema.Literal("NotFound", "PermissionDenied", "Unknown"),
-  detail: Schema.String,
-}) {
+export class WorkerSpawnError extends WorkerSpawnErrorBase {
   override get message(): string {
     const hint = this.reason === "NotFound"
       ? "was not found; set `pythonExecutable` to a Python 3 interpreter (for example /usr/bin/python3)"
@@ -52,6 +71,20 @@ export class WorkerSpawnError extends Schema.TaggedError<WorkerSpawnError>()("Wo
   }
 }
 
+const WorkerConnectErrorBase: ErrorBase<
+  WorkerConnectError,
+  "WorkerConnectError",
+  {
+    reason: Schema.Literal<["Exited", "Timeout", "Listen"]>
+    timeoutMillis: typeof Schema.Number
+    detail: typeof Schema.String
+  } & ExitFields
+> = Schema.TaggedError<WorkerConnectError>()("WorkerConnectError", {
+  reason: Schema.Literal("Exited", "Timeout", "Listen"),
+  timeoutMillis: Schema.Number,
+  detail: Schema.String,
+  ...ExitFields,
+})
 /**
  * The worker was started but never connected back: it exited first (its
  * stderr usually says why: a missing module, a factory that raised) or the
@@ -60,12 +93,7 @@ export class WorkerSpawnError extends Schema.TaggedError<WorkerSpawnError>()("Wo
  * @since 0.1.0
  * @category errors
  */
-export class WorkerConnectError extends Schema.TaggedError<WorkerConnectError>()("WorkerConnectError", {
-  reason: Schema.Literal("Exited", "Timeout", "Listen"),
-  timeoutMillis: Schema.Number,
-  detail: Schema.String,
-  ...ExitFields,
-}) {
+export class WorkerConnectError extends WorkerConnectErrorBase {
   override get message(): string {
     const who = `Python worker (pid ${this.pid ?? "?"})`
     const head = this.reason === "Exited"
@@ -77,6 +105,18 @@ export class WorkerConnectError extends Schema.TaggedError<WorkerConnectError>()
   }
 }
 
+const WorkerExitedErrorBase: ErrorBase<
+  WorkerExitedError,
+  "WorkerExitedError",
+  {
+    method: Schema.NullOr<typeof Schema.String>
+    reason: Schema.Literal<["ProcessExited", "ConnectionClosed"]>
+  } & ExitFields
+> = Schema.TaggedError<WorkerExitedError>()("WorkerExitedError", {
+  method: Schema.NullOr(Schema.String),
+  reason: Schema.Literal("ProcessExited", "ConnectionClosed"),
+  ...ExitFields,
+})
 /**
  * The worker process exited or its connection closed. `method` is the call
  * that was pending or attempted, null when the death was noticed between calls.
@@ -84,11 +124,7 @@ export class WorkerConnectError extends Schema.TaggedError<WorkerConnectError>()
  * @since 0.1.0
  * @category errors
  */
-export class WorkerExitedError extends Schema.TaggedError<WorkerExitedError>()("WorkerExitedError", {
-  method: Schema.NullOr(Schema.String),
-  reason: Schema.Literal("ProcessExited", "ConnectionClosed"),
-  ...ExitFields,
-}) {
+export class WorkerExitedError extends WorkerExitedErrorBase {
   override get message(): string {
     const who = `Python worker (pid ${this.pid ?? "?"})`
     const what = this.reason === "ProcessExited" || this.exitCode !== null || this.signal !== null
@@ -99,6 +135,20 @@ export class WorkerExitedError extends Schema.TaggedError<WorkerExitedError>()("
   }
 }
 
+const RemoteErrorBase: ErrorBase<RemoteError, "RemoteError", {
+  method: typeof Schema.String
+  id: typeof Schema.Number
+  /** The Python exception class, e.g. `ValueError`; parsed from the text when the worker does not send it. */
+  errorType: typeof Schema.String
+  remoteMessage: typeof Schema.String
+  traceback: typeof Schema.String
+}> = Schema.TaggedError<RemoteError>()("RemoteError", {
+  method: Schema.String,
+  id: Schema.Number,
+  errorType: Schema.String,
+  remoteMessage: Schema.String,
+  traceback: Schema.String,
+})
 /**
  * The worker answered `ok: false`: the workload (or the worker's dispatch)
  * raised. The worker keeps serving; the model ids it holds stay valid.
@@ -106,27 +156,35 @@ export class WorkerExitedError extends Schema.TaggedError<WorkerExitedError>()("
  * @since 0.1.0
  * @category errors
  */
-export class RemoteError extends Schema.TaggedError<RemoteError>()("RemoteError", {
-  method: Schema.String,
-  id: Schema.Number,
-  /** The Python exception class, e.g. `ValueError`; parsed from the text when the worker does not send it. */
-  errorType: Schema.String,
-  remoteMessage: Schema.String,
-  traceback: Schema.String,
-}) {
+export class RemoteError extends RemoteErrorBase {
   override get message(): string {
     return `${this.method}#${this.id} failed in Python: ${this.errorType}: ${this.remoteMessage}`
   }
 }
 
-/**
- * The worker sent something the protocol does not allow. The stream cannot be
- * trusted afterwards, so the worker is killed and the service closes.
- *
- * @since 0.1.0
- * @category errors
- */
-export class ProtocolError extends Schema.TaggedError<ProtocolError>()("ProtocolError", {
+// Built outside the fields object: written inline, TypeScript infers the
+// fields from the annotation below instead and rejects the object.
+const stderrTailOrEmpty = Schema.optionalWith(Schema.String, { default: () => "" })
+
+const ProtocolErrorBase: ErrorBase<ProtocolError, "ProtocolError", {
+  method: Schema.NullOr<typeof Schema.String>
+  id: Schema.NullOr<typeof Schema.Number>
+  pid: Schema.NullOr<typeof Schema.Number>
+  reason: Schema.Literal<[
+    "FrameTooLarge",
+    "TruncatedFrame",
+    "InvalidUtf8",
+    "InvalidJson",
+    "InvalidEnvelope",
+    "UnexpectedId",
+    "UnsolicitedFrame",
+    "InvalidResult",
+    "UnsupportedVersion",
+  ]>
+  detail: typeof Schema.String
+  /** Quoted when the worker's end explains the fault (a frame cut short by its exit). */
+  stderrTail: Schema.optionalWith<typeof Schema.String, { default: () => string }>
+}> = Schema.TaggedError<ProtocolError>()("ProtocolError", {
   method: Schema.NullOr(Schema.String),
   id: Schema.NullOr(Schema.Number),
   pid: Schema.NullOr(Schema.Number),
@@ -142,9 +200,16 @@ export class ProtocolError extends Schema.TaggedError<ProtocolError>()("Protocol
     "UnsupportedVersion",
   ),
   detail: Schema.String,
-  /** Quoted when the worker's end explains the fault (a frame cut short by its exit). */
-  stderrTail: Schema.optionalWith(Schema.String, { default: () => "" }),
-}) {
+  stderrTail: stderrTailOrEmpty,
+})
+/**
+ * The worker sent something the protocol does not allow. The stream cannot be
+ * trusted afterwards, so the worker is killed and the service closes.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ProtocolError extends ProtocolErrorBase {
   override get message(): string {
     const call = this.method === null ? "" : `${this.method}${this.id === null ? "" : `#${this.id}`}: `
     return `${call}protocol error from Python worker (pid ${this.pid ?? "?"}): ${this.reason}: ${this.detail}` +
@@ -152,6 +217,17 @@ export class ProtocolError extends Schema.TaggedError<ProtocolError>()("Protocol
   }
 }
 
+const RpcTimeoutErrorBase: ErrorBase<RpcTimeoutError, "RpcTimeoutError", {
+  method: typeof Schema.String
+  id: Schema.NullOr<typeof Schema.Number>
+  pid: Schema.NullOr<typeof Schema.Number>
+  timeoutMillis: typeof Schema.Number
+}> = Schema.TaggedError<RpcTimeoutError>()("RpcTimeoutError", {
+  method: Schema.String,
+  id: Schema.NullOr(Schema.Number),
+  pid: Schema.NullOr(Schema.Number),
+  timeoutMillis: Schema.Number,
+})
 /**
  * A call passed its deadline (`callTimeout` or the call's own `timeout`). When
  * the request was already on the wire the worker is killed and the service
@@ -160,18 +236,20 @@ export class ProtocolError extends Schema.TaggedError<ProtocolError>()("Protocol
  * @since 0.1.0
  * @category errors
  */
-export class RpcTimeoutError extends Schema.TaggedError<RpcTimeoutError>()("RpcTimeoutError", {
-  method: Schema.String,
-  id: Schema.NullOr(Schema.Number),
-  pid: Schema.NullOr(Schema.Number),
-  timeoutMillis: Schema.Number,
-}) {
+export class RpcTimeoutError extends RpcTimeoutErrorBase {
   override get message(): string {
     const where = this.id === null ? "while queued behind other calls" : "waiting for the worker's answer"
     return `${this.method}${this.id === null ? "" : `#${this.id}`} timed out after ${this.timeoutMillis} ms ${where}`
   }
 }
 
+const WorkerClosedErrorBase: ErrorBase<WorkerClosedError, "WorkerClosedError", {
+  method: typeof Schema.String
+  cause: Schema.optional<Schema.Union<[typeof RpcTimeoutError, typeof ProtocolError]>>
+}> = Schema.TaggedError<WorkerClosedError>()("WorkerClosedError", {
+  method: Schema.String,
+  cause: Schema.optional(Schema.Union(RpcTimeoutError, ProtocolError)),
+})
 /**
  * The service can no longer be used: a timeout or protocol error closed it
  * (`cause`), or its scope has closed (`cause` absent).
@@ -179,27 +257,28 @@ export class RpcTimeoutError extends Schema.TaggedError<RpcTimeoutError>()("RpcT
  * @since 0.1.0
  * @category errors
  */
-export class WorkerClosedError extends Schema.TaggedError<WorkerClosedError>()("WorkerClosedError", {
-  method: Schema.String,
-  cause: Schema.optional(Schema.Union(RpcTimeoutError, ProtocolError)),
-}) {
+export class WorkerClosedError extends WorkerClosedErrorBase {
   override get message(): string {
     const why = this.cause === undefined ? "its scope has closed" : `it was closed after: ${this.cause.message}`
     return `${this.method}: the Python worker service is no longer usable: ${why}`
   }
 }
 
+const InvalidArgumentErrorBase: ErrorBase<InvalidArgumentError, "InvalidArgumentError", {
+  /** `PythonWorker.layer` for options, else the method name. */
+  where: typeof Schema.String
+  detail: typeof Schema.String
+}> = Schema.TaggedError<InvalidArgumentError>()("InvalidArgumentError", {
+  where: Schema.String,
+  detail: Schema.String,
+})
 /**
  * An option or a call argument failed its schema; nothing was sent or spawned.
  *
  * @since 0.1.0
  * @category errors
  */
-export class InvalidArgumentError extends Schema.TaggedError<InvalidArgumentError>()("InvalidArgumentError", {
-  /** `PythonWorker.layer` for options, else the method name. */
-  where: Schema.String,
-  detail: Schema.String,
-}) {
+export class InvalidArgumentError extends InvalidArgumentErrorBase {
   override get message(): string {
     return `invalid argument to ${this.where}: ${this.detail}`
   }
