@@ -87,7 +87,10 @@ const privateFile = (text: string) =>
 /** The folder holding `burn_p2p_python_runtime`, first on the worker's PYTHONPATH. */
 const RUNTIME_ROOT = fileURLToPath(new URL("../python", import.meta.url))
 
-const DurationInput = Schema.transform(
+/** Any `Duration.DurationInput` in, a `Duration` out. */
+type DurationInputSchema = Schema.transform<Schema.declare<Duration.DurationInput>, typeof Schema.DurationFromSelf>
+
+const DurationInput: DurationInputSchema = Schema.transform(
   Schema.declare((u): u is Duration.DurationInput => Option.isSome(Duration.decodeUnknown(u)), {
     identifier: "DurationInput",
     description: 'a duration: milliseconds, "5 seconds", or a Duration',
@@ -96,7 +99,10 @@ const DurationInput = Schema.transform(
   { strict: true, decode: (input) => Duration.decode(input), encode: (duration) => duration },
 )
 
-const withDefault = <A, I>(schema: Schema.Schema<A, I>, value: () => NoInfer<A>) =>
+/** An option that may be left out; `A` when decoded, `I` as given. */
+type WithDefault<A, I> = Schema.optionalWith<Schema.Schema<A, I>, { default: () => NoInfer<A>; exact: true }>
+
+const withDefault = <A, I>(schema: Schema.Schema<A, I>, value: () => NoInfer<A>): WithDefault<A, I> =>
   Schema.optionalWith(schema, { default: value, exact: true })
 
 const Identifier = /[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*/.source
@@ -107,8 +113,32 @@ const Identifier = /[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*/.source
  * @since 0.1.0
  * @category models
  */
-export const Options = Schema.Struct({
+export const Options: Schema.Struct<{
   /** `module:attr` of the workload factory, called with `workloadConfig`. */
+  workloadFactory: Schema.filter<typeof Schema.String>
+  workloadConfig: WithDefault<JsonValue, JsonValue>
+  pythonExecutable: WithDefault<string, string>
+  workerModule: WithDefault<string, string>
+  moduleSearchRoots: WithDefault<ReadonlyArray<string>, ReadonlyArray<string>>
+  env: WithDefault<{ readonly [name: string]: string }, { readonly [name: string]: string }>
+  connectTimeout: WithDefault<Duration.Duration, Duration.DurationInput>
+  shutdownTimeout: WithDefault<Duration.Duration, Duration.DurationInput>
+  /** Between SIGTERM and SIGKILL when the worker must be stopped by force. */
+  terminateGrace: WithDefault<Duration.Duration, Duration.DurationInput>
+  /** Deadline of every call unless the call gives its own; none by default. */
+  callTimeout: Schema.optionalWith<DurationInputSchema, { as: "Option"; exact: true }>
+  maxFrameBytes: WithDefault<number, number>
+  stderrTailBytes: WithDefault<number, number>
+  /** The worker exits when this process dies (it watches its stdin pipe for EOF). */
+  exitWithParent: WithDefault<boolean, boolean>
+  /**
+   * How the config reaches the worker: `"file"` (a private temporary file,
+   * removed once the worker has connected) keeps it out of argv; `"argv"`
+   * (`--config-json`) is what the reference worker understands. Default:
+   * `"file"` for our worker module, `"argv"` for any other.
+   */
+  configVia: Schema.optionalWith<Schema.Literal<["file", "argv"]>, { exact: true }>
+}> = Schema.Struct({
   workloadFactory: Schema.String.pipe(
     Schema.pattern(new RegExp(`^${Identifier}:${Identifier}$`), {
       message: (issue) => `expected "module:attr" (e.g. "my_pkg.workload:make"), got ${JSON.stringify(issue.actual)}`,
@@ -121,20 +151,11 @@ export const Options = Schema.Struct({
   env: withDefault(Schema.Record({ key: Schema.String, value: Schema.String }), () => ({})),
   connectTimeout: withDefault(DurationInput, () => Duration.seconds(10)),
   shutdownTimeout: withDefault(DurationInput, () => Duration.seconds(5)),
-  /** Between SIGTERM and SIGKILL when the worker must be stopped by force. */
   terminateGrace: withDefault(DurationInput, () => Duration.seconds(2)),
-  /** Deadline of every call unless the call gives its own; none by default. */
   callTimeout: Schema.optionalWith(DurationInput, { as: "Option", exact: true }),
   maxFrameBytes: withDefault(Schema.Int.pipe(Schema.between(1, Number.MAX_SAFE_INTEGER)), () => 256 * 1024 * 1024),
   stderrTailBytes: withDefault(Schema.Int.pipe(Schema.positive()), () => 64 * 1024),
-  /** The worker exits when this process dies (it watches its stdin pipe for EOF). */
   exitWithParent: withDefault(Schema.Boolean, () => true),
-  /**
-   * How the config reaches the worker: `"file"` (a private temporary file,
-   * removed once the worker has connected) keeps it out of argv; `"argv"`
-   * (`--config-json`) is what the reference worker understands. Default:
-   * `"file"` for our worker module, `"argv"` for any other.
-   */
   configVia: Schema.optionalWith(Schema.Literal("file", "argv"), { exact: true }),
 })
 
