@@ -142,12 +142,12 @@ const classify = <A>(
  * Runs one scenario: start the fault worker (its `hello` is request 1), make
  * the calls, close the scope; then check what must hold whatever happened.
  */
-const runScenario = (scenario: Scenario, mode: "sequential" | "concurrent") =>
-  Effect.gen(function* () {
-    const worker = faultWorker(
-      scenario.plan.map(({ at, fault, stderr }) => ({ at, ...fault, ...(stderr ? { stderr } : {}) })),
-      { ignoreSigterm: scenario.ignoreSigterm, callTimeout: CALL_TIMEOUT_MS, terminateGrace: 200 },
-    )
+const runScenario = (scenario: Scenario, mode: "sequential" | "concurrent") => {
+  const worker = faultWorker(
+    scenario.plan.map(({ at, fault, stderr }) => ({ at, ...fault, ...(stderr ? { stderr } : {}) })),
+    { ignoreSigterm: scenario.ignoreSigterm, callTimeout: CALL_TIMEOUT_MS, terminateGrace: 200 },
+  )
+  return Effect.gen(function* () {
     const outcomes: Array<Outcome> = []
     const started = Date.now()
     const session = yield* Effect.scoped(Effect.gen(function* () {
@@ -181,10 +181,9 @@ const runScenario = (scenario: Scenario, mode: "sequential" | "concurrent") =>
     )
     const closedAfter = Date.now() - started
 
-    const events = worker.events()
-    yield* worker.cleanup
-    return { session, outcomes, events, closedAfter }
-  })
+    return { session, outcomes, events: worker.events(), closedAfter }
+  }).pipe(Effect.ensuring(worker.cleanup))
+}
 
 const checkCommon = (result: Effect.Effect.Success<ReturnType<typeof runScenario>>) =>
   Effect.gen(function* () {
