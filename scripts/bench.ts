@@ -350,68 +350,42 @@ const program = Effect.gen(function* () {
     return { roundTrip: yield* measureRoundTrip(worker, bare), train: yield* measureTrain(worker, bare) }
   }))
 
-  const spawnDiff = spawn.layer - spawn.python
+  /** A figure beside its baseline: ratio, difference and, where the issue sets one, the target. */
+  const compare = (
+    figure: string,
+    client: number,
+    baseline: number,
+    unit: (value: number) => string,
+    target?: { readonly label: string; readonly met: boolean },
+  ) => [
+    figure,
+    unit(client),
+    unit(baseline),
+    times(client / baseline),
+    signed(client - baseline, unit),
+    target?.label ?? "",
+    target === undefined ? "" : verdict(target.met),
+  ]
+  const { spanned, unspanned } = roundTrip
   const rows: Array<Array<string>> = [
     ["figure", "client", "baseline", "ratio", "difference", "target", ""],
-    [
-      "spawn -> ready hello, median (vs python -c pass)",
-      ms(spawn.layer),
-      ms(spawn.python),
-      times(spawn.layer / spawn.python),
-      signed(spawnDiff, ms),
-      "<= +30 ms",
-      verdict(spawnDiff <= 30),
-    ],
-    [
-      "  same, vs bare-socket worker spawn -> hello",
-      ms(spawn.layer),
-      ms(spawn.bareHello),
-      times(spawn.layer / spawn.bareHello),
-      signed(spawn.layer - spawn.bareHello, ms),
-      "",
-      "",
-    ],
-    [
-      `hello round trip, median (n=${roundTrip.spanned.n})`,
-      us(roundTrip.spanned.client.median),
-      us(roundTrip.spanned.baseline.median),
-      times(roundTrip.spanned.client.median / roundTrip.spanned.baseline.median),
-      signed(roundTrip.spanned.client.median - roundTrip.spanned.baseline.median, us),
-      "<= 1.10x",
-      verdict(roundTrip.spanned.client.median / roundTrip.spanned.baseline.median <= 1.1),
-    ],
-    [
-      `hello round trip, p99 (n=${roundTrip.spanned.n})`,
-      us(roundTrip.spanned.client.p99),
-      us(roundTrip.spanned.baseline.p99),
-      times(roundTrip.spanned.client.p99 / roundTrip.spanned.baseline.p99),
-      signed(roundTrip.spanned.client.p99 - roundTrip.spanned.baseline.p99, us),
-      "",
-      "",
-    ],
-    [
-      `  same, worker.call(Rpcs.hello): no span, median`,
-      us(roundTrip.unspanned.client.median),
-      us(roundTrip.unspanned.baseline.median),
-      times(roundTrip.unspanned.client.median / roundTrip.unspanned.baseline.median),
-      signed(roundTrip.unspanned.client.median - roundTrip.unspanned.baseline.median, us),
-      "",
-      "",
-    ],
+    compare("spawn -> ready hello, median (vs python -c pass)", spawn.layer, spawn.python, ms, {
+      label: "<= +30 ms",
+      met: spawn.layer - spawn.python <= 30,
+    }),
+    compare("  same, vs bare-socket worker spawn -> hello", spawn.layer, spawn.bareHello, ms),
+    compare(`hello round trip, median (n=${spanned.n})`, spanned.client.median, spanned.baseline.median, us, {
+      label: "<= 1.10x",
+      met: spanned.client.median / spanned.baseline.median <= 1.1,
+    }),
+    compare(`hello round trip, p99 (n=${spanned.n})`, spanned.client.p99, spanned.baseline.p99, us),
+    compare("  same, worker.call(Rpcs.hello): no span, median", unspanned.client.median, unspanned.baseline.median, us),
   ]
   for (const row of train) {
     const mbps = (millis: number) => row.frameBytes / 1e6 / (millis / 1000)
     const ratio = mbps(row.client) / mbps(row.baseline)
     rows.push(
-      [
-        `trainWindow ${row.mib} MiB, median time/call (n=${trainRuns})`,
-        ms(row.client),
-        ms(row.baseline),
-        times(row.client / row.baseline),
-        signed(row.client - row.baseline, ms),
-        "",
-        "",
-      ],
+      compare(`trainWindow ${row.mib} MiB, median time/call (n=${trainRuns})`, row.client, row.baseline, ms),
       [
         `trainWindow ${row.mib} MiB, throughput MB/s`,
         mbps(row.client).toFixed(1),

@@ -53,6 +53,27 @@ const capturingLogger = (needle: string, seen: Deferred.Deferred<void>) => {
   return { records, layer: Logger.replace(Logger.defaultLogger, logger) }
 }
 
+/**
+ * `count` callers at once, each echoing its own text: every one gets its own
+ * answer, the worker sees the requests in call order and never two at once.
+ */
+const servedInOrder = (count: number, plan: Parameters<typeof faultWorker>[0]) => {
+  const worker = faultWorker(plan)
+  return Effect.scoped(Effect.gen(function* () {
+    const service = yield* start(worker.options)
+    const texts = Array.from({ length: count }, (_, i) => `caller-${i}`)
+    const answers = yield* Effect.forEach(texts, (text) => service.trainWindow("m1", echo(text)), {
+      concurrency: "unbounded",
+    })
+    expect(answers.map((metrics) => metrics.echo)).toEqual(texts)
+    const events = worker.events()
+    expect(events.filter((e) => e.event === "request" && e.method === "train_window").map((e) => e.echo)).toEqual(
+      texts,
+    )
+    expect(events.filter((e) => e.event === "overlap")).toEqual([])
+  })).pipe(Effect.ensuring(worker.cleanup))
+}
+
 describe("deadlines", () => {
   it.live("a call past its deadline fails with RpcTimeoutError, kills the worker, and closes the service", () => {
     const worker = faultWorker([{ at: 2, fault: "hang" }])
@@ -120,22 +141,8 @@ describe("interruption", () => {
     })).pipe(Effect.ensuring(worker.cleanup))
   })
 
-  it.live("concurrent callers go on the wire one at a time, in the order they called", () => {
-    const worker = faultWorker([{ at: 2, fault: "sleep", ms: 50 }])
-    return Effect.scoped(Effect.gen(function* () {
-      const service = yield* start(worker.options)
-      const texts = Array.from({ length: 20 }, (_, i) => `caller-${i}`)
-      const answers = yield* Effect.forEach(texts, (text) => service.trainWindow("m1", echo(text)), {
-        concurrency: "unbounded",
-      })
-      expect(answers.map((metrics) => metrics.echo)).toEqual(texts)
-      const events = worker.events()
-      expect(events.filter((e) => e.event === "request" && e.method === "train_window").map((e) => e.echo)).toEqual(
-        texts,
-      )
-      expect(events.filter((e) => e.event === "overlap")).toEqual([])
-    })).pipe(Effect.ensuring(worker.cleanup))
-  })
+  it.live("concurrent callers go on the wire one at a time, in the order they called", () =>
+    servedInOrder(20, [{ at: 2, fault: "sleep", ms: 50 }]))
 })
 
 describe("death detection", () => {
@@ -300,22 +307,7 @@ describe("release", () => {
 })
 
 describe("review regressions", () => {
-  it.live("thousands of concurrent callers are served one at a time, in call order", () => {
-    const worker = faultWorker([])
-    return Effect.scoped(Effect.gen(function* () {
-      const service = yield* start(worker.options)
-      const texts = Array.from({ length: 3000 }, (_, i) => `caller-${i}`)
-      const answers = yield* Effect.forEach(texts, (text) => service.trainWindow("m1", echo(text)), {
-        concurrency: "unbounded",
-      })
-      expect(answers.map((metrics) => metrics.echo)).toEqual(texts)
-      const events = worker.events()
-      expect(events.filter((e) => e.event === "request" && e.method === "train_window").map((e) => e.echo)).toEqual(
-        texts,
-      )
-      expect(events.filter((e) => e.event === "overlap")).toEqual([])
-    })).pipe(Effect.ensuring(worker.cleanup))
-  })
+  it.live("thousands of concurrent callers are served one at a time, in call order", () => servedInOrder(3000, []))
 
   it.live("a request above maxFrameBytes is an InvalidArgumentError; nothing is sent and the service stays open", () => {
     const worker = faultWorker([], { maxFrameBytes: 4096 })
