@@ -122,6 +122,29 @@ const remoteError = (method: string, id: number, envelope: Envelope): RemoteErro
   return new RemoteError({ method, id, errorType, remoteMessage, traceback })
 }
 
+interface Codecs {
+  readonly encode: (params: unknown) => Either.Either<unknown, ParseResult.ParseError>
+  readonly decode: (result: unknown) => Either.Either<unknown, ParseResult.ParseError>
+}
+
+/** Each method's codecs, built on its first call rather than on every call. */
+const codecs = new WeakMap<object, Codecs>()
+
+const codecsOf = <P, PI, R, RI>(rpc: Rpc<P, PI, R, RI>) => {
+  let found = codecs.get(rpc)
+  if (found === undefined) {
+    found = {
+      encode: Schema.encodeEither(rpc.params) as Codecs["encode"],
+      decode: Schema.decodeUnknownEither(rpc.result),
+    }
+    codecs.set(rpc, found)
+  }
+  return found as {
+    readonly encode: (params: P) => Either.Either<PI, ParseResult.ParseError>
+    readonly decode: (result: unknown) => Either.Either<R, ParseResult.ParseError>
+  }
+}
+
 /** @internal */
 export const make = (options: {
   readonly socket: Net.Socket
@@ -299,7 +322,7 @@ export const make = (options: {
       params: P,
     ): Either.Either<string, InvalidArgumentError> => {
       const invalid = (detail: string) => Either.left(new InvalidArgumentError({ where: rpc.method, detail }))
-      const encoded = Schema.encodeEither(rpc.params)(params)
+      const encoded = codecsOf(rpc).encode(params)
       if (Either.isLeft(encoded)) return invalid(ParseResult.TreeFormatter.formatErrorSync(encoded.left))
       let json: string
       try {
@@ -322,7 +345,7 @@ export const make = (options: {
       envelope: Envelope,
     ): Effect.Effect<R, CallError> => {
       if (!envelope.ok) return Effect.fail(remoteError(rpc.method, id, envelope))
-      const decoded = Schema.decodeUnknownEither(rpc.result)(envelope.result ?? null)
+      const decoded = codecsOf(rpc).decode(envelope.result ?? null)
       if (Either.isRight(decoded)) return Effect.succeed(decoded.right)
       const error = new ProtocolError({
         method: rpc.method,
