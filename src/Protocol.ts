@@ -10,10 +10,16 @@
  *
  * @since 0.1.0
  */
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 
-/** The protocol version this client speaks. */
-export const PROTOCOL_VERSION = 1
+/**
+ * The protocol versions this client speaks (protocol 2 is a superset of 1).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const PROTOCOL_VERSIONS: ReadonlyArray<number> = [1, 2]
 
 /** A field read from `Key` on the wire (snake_case) and named in camelCase in TypeScript. */
 type Wire<S extends Schema.Schema.All, Key extends string> = Schema.PropertySignature<
@@ -412,31 +418,80 @@ const ReconcileParams: Schema.Struct<{
 })
 
 /**
- * One RPC: its wire name, what it sends and what it answers.
+ * How a service method's model ids reach the wire and come back. Ids the
+ * client hands out name the worker process that minted them, so an id from
+ * a process that has since died is refused before anything is sent.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ModelIds {
+  /** The worker's own id for a model id the caller holds (fails the call for a lost model). */
+  readonly toWire: (id: string) => string
+  /** The id the caller gets for an id the worker minted. */
+  readonly fromWire: (id: string) => string
+}
+
+/**
+ * One RPC: its wire name, what it sends and what it answers, and how the
+ * service method built from it maps its positional arguments to the params
+ * (`toParams`, `arity` arguments before the call options) and the result to
+ * what the caller gets (`fromResult`).
  *
  * @since 0.1.0
  * @category models
  */
-export interface Rpc<P, PI, R, RI> {
+export interface Rpc<P, PI, R, RI, Args extends ReadonlyArray<any> = any, A = any> {
   readonly method: string
   readonly params: Schema.Schema<P, PI>
   readonly result: Schema.Schema<R, RI>
   readonly doc: string
+  readonly arity: number
+  readonly toParams: (ids: ModelIds, ...args: Args) => P
+  readonly fromResult: (result: R, ids: ModelIds) => A
+  /** The model the call is about, for its span. */
+  readonly modelOf: (params: P) => string | undefined
+  /** The capability a worker must advertise in `hello` before this method is sent. */
+  readonly capability: string | undefined
 }
 
-const rpc = <P, PI, R, RI>(
+const rpc = <P, PI, R, RI, const Args extends ReadonlyArray<any>, A>(
   method: string,
   params: Schema.Schema<P, PI>,
   result: Schema.Schema<R, RI>,
-  doc: string,
-): Rpc<P, PI, R, RI> => ({ method, params, result, doc })
+  service: {
+    readonly doc: string
+    readonly arity: number
+    readonly toParams: (ids: ModelIds, ...args: Args) => P
+    readonly fromResult: (result: R, ids: ModelIds) => A
+    readonly modelOf?: (params: P) => string | undefined
+    readonly capability?: string
+  },
+): Rpc<P, PI, R, RI, Args, A> => ({
+  method,
+  params,
+  result,
+  doc: service.doc,
+  arity: service.arity,
+  toParams: service.toParams,
+  fromResult: service.fromResult,
+  modelOf: service.modelOf ?? (() => undefined),
+  capability: service.capability,
+})
 
-/** The `Rpc` sending `Params` and answering `Result`. */
-type RpcOf<Params extends Schema.Schema.Any, Result extends Schema.Schema.Any> = Rpc<
+/** The `Rpc` sending `Params` and answering `Result`, called with `Args` and giving `A`. */
+type RpcOf<
+  Params extends Schema.Schema.Any,
+  Result extends Schema.Schema.Any,
+  Args extends ReadonlyArray<any>,
+  A,
+> = Rpc<
   Schema.Schema.Type<Params>,
   Schema.Schema.Encoded<Params>,
   Schema.Schema.Type<Result>,
-  Schema.Schema.Encoded<Result>
+  Schema.Schema.Encoded<Result>,
+  Args,
+  A
 >
 
 /**
@@ -446,79 +501,153 @@ type RpcOf<Params extends Schema.Schema.Any, Result extends Schema.Schema.Any> =
  * @category models
  */
 export interface Rpcs {
-  readonly hello: RpcOf<typeof Schema.Null, typeof Hello>
-  readonly capabilityProbe: RpcOf<typeof Schema.Null, typeof CapabilityProbe>
-  readonly initModel: RpcOf<typeof InitModelParams, typeof ModelHandle>
-  readonly trainWindow: RpcOf<typeof TrainWindowParams, typeof MetricsResult>
-  readonly evaluate: RpcOf<typeof EvaluateParams, typeof MetricsResult>
-  readonly applyPatch: RpcOf<typeof RuntimePatch, typeof PatchOutcome>
-  readonly loadModelArtifact: RpcOf<typeof ArtifactParams, typeof Ack>
-  readonly materializeModelArtifact: RpcOf<typeof ArtifactParams, typeof Ack>
-  readonly mergeCandidateModels: RpcOf<typeof MergeParams, typeof OptionalModelHandle>
-  readonly applySingleRootEma: RpcOf<typeof RootEmaParams, typeof ModelHandle>
-  readonly reconcileCanonicalModel: RpcOf<typeof ReconcileParams, typeof ModelHandle>
-  readonly releaseModel: RpcOf<typeof ModelRef, typeof Ack>
-  readonly shutdown: RpcOf<typeof Schema.Null, typeof Ack>
+  readonly hello: RpcOf<typeof Schema.Null, typeof Hello, [], Hello>
+  readonly capabilityProbe: RpcOf<typeof Schema.Null, typeof CapabilityProbe, [], CapabilityProbe>
+  readonly initModel: RpcOf<typeof InitModelParams, typeof ModelHandle, [device: string], string>
+  readonly trainWindow: RpcOf<
+    typeof TrainWindowParams,
+    typeof MetricsResult,
+    [modelId: string, batches: ReadonlyArray<BatchRef>],
+    Metrics
+  >
+  readonly evaluate: RpcOf<typeof EvaluateParams, typeof MetricsResult, [modelId: string, split: EvalSplit], Metrics>
+  readonly applyPatch: RpcOf<typeof RuntimePatch, typeof PatchOutcome, [patch: RuntimePatch], PatchOutcome>
+  readonly loadModelArtifact: RpcOf<typeof ArtifactParams, typeof Ack, [modelId: string, path: string], void>
+  readonly materializeModelArtifact: RpcOf<typeof ArtifactParams, typeof Ack, [modelId: string, path: string], void>
+  readonly mergeCandidateModels: RpcOf<
+    typeof MergeParams,
+    typeof OptionalModelHandle,
+    [baseModelId: string, candidates: ReadonlyArray<MergeCandidate>, policy: MergePolicy],
+    Option.Option<string>
+  >
+  readonly applySingleRootEma: RpcOf<
+    typeof RootEmaParams,
+    typeof ModelHandle,
+    [baseModelId: string, mergedModelId: string, policy: MergePolicy],
+    string
+  >
+  readonly reconcileCanonicalModel: RpcOf<
+    typeof ReconcileParams,
+    typeof ModelHandle,
+    [localModelId: string, canonicalModelId: string, strategy: ReconcileStrategy],
+    string
+  >
+  readonly releaseModel: RpcOf<typeof ModelRef, typeof Ack, [modelId: string], void>
+  readonly shutdown: RpcOf<typeof Schema.Null, typeof Ack, [], void>
 }
 
+const none = (): null => null
+const same = <A>(result: A): A => result
+const nothing = (): void => undefined
+const mintedId = (result: { readonly modelId: string }, ids: ModelIds): string => ids.fromWire(result.modelId)
+const metricsOf = (result: { readonly metrics: Metrics }): Metrics => result.metrics
+const modelIdOf = (params: { readonly modelId: string }): string => params.modelId
+
 /**
- * Every method of protocol 1, keyed by the client's camelCase name.
+ * Every method, keyed by the client's camelCase name. Each entry is the one
+ * declaration of its method: the service's method of the same name, its
+ * types, the codecs and the README's method table all come from it.
  *
  * @since 0.1.0
  * @category models
  */
 export const Rpcs: Rpcs = {
-  hello: rpc("hello", Schema.Null, Hello, "protocol version and workload name; the client requires version 1"),
-  capabilityProbe: rpc(
-    "capability_probe",
-    Schema.Null,
-    CapabilityProbe,
-    "the device the workload runs on and its measured throughput",
-  ),
-  initModel: rpc("init_model", InitModelParams, ModelHandle, "a new model; its id"),
-  trainWindow: rpc(
-    "train_window",
-    TrainWindowParams,
-    MetricsResult,
-    "trains the model on the batches; training metrics",
-  ),
-  evaluate: rpc("evaluate", EvaluateParams, MetricsResult, "evaluates the model on a split; metrics"),
-  applyPatch: rpc(
-    "apply_patch",
-    RuntimePatch,
-    PatchOutcome,
-    "applies a runtime patch (the patch object is the params)",
-  ),
-  loadModelArtifact: rpc(
-    "load_model_artifact",
-    ArtifactParams,
-    Ack,
-    "replaces the model's weights with the artifact file's",
-  ),
-  materializeModelArtifact: rpc(
-    "materialize_model_artifact",
-    ArtifactParams,
-    Ack,
-    "writes the model's weights to an artifact file",
-  ),
-  mergeCandidateModels: rpc(
-    "merge_candidate_models",
-    MergeParams,
-    OptionalModelHandle,
-    "merges candidate models into a new model, or none",
-  ),
-  applySingleRootEma: rpc(
-    "apply_single_root_ema",
-    RootEmaParams,
-    ModelHandle,
-    "moves the merged model toward the base (updated in place); the merged id",
-  ),
-  reconcileCanonicalModel: rpc(
-    "reconcile_canonical_model",
-    ReconcileParams,
-    ModelHandle,
-    "reconciles the canonical model with the local one (updated in place); the canonical id",
-  ),
-  releaseModel: rpc("release_model", ModelRef, Ack, "frees the model; an unknown id is not an error"),
-  shutdown: rpc("shutdown", Schema.Null, Ack, "the worker answers, then exits (sent by the layer on release)"),
+  hello: rpc("hello", Schema.Null, Hello, {
+    doc: "protocol version, workload name and capabilities; the client accepts versions 1 and 2",
+    arity: 0,
+    toParams: none,
+    fromResult: same,
+  }),
+  capabilityProbe: rpc("capability_probe", Schema.Null, CapabilityProbe, {
+    doc: "the device the workload runs on and its measured throughput",
+    arity: 0,
+    toParams: none,
+    fromResult: same,
+  }),
+  initModel: rpc("init_model", InitModelParams, ModelHandle, {
+    doc: "a new model; its id",
+    arity: 1,
+    toParams: (_ids, device: string) => ({ device }),
+    fromResult: mintedId,
+  }),
+  trainWindow: rpc("train_window", TrainWindowParams, MetricsResult, {
+    doc: "trains the model on the batches; training metrics",
+    arity: 2,
+    toParams: (ids, modelId: string, batches: ReadonlyArray<BatchRef>) => ({ modelId: ids.toWire(modelId), batches }),
+    fromResult: metricsOf,
+    modelOf: modelIdOf,
+  }),
+  evaluate: rpc("evaluate", EvaluateParams, MetricsResult, {
+    doc: "evaluates the model on a split; metrics",
+    arity: 2,
+    toParams: (ids, modelId: string, split: EvalSplit) => ({ modelId: ids.toWire(modelId), split }),
+    fromResult: metricsOf,
+    modelOf: modelIdOf,
+  }),
+  applyPatch: rpc("apply_patch", RuntimePatch, PatchOutcome, {
+    doc: "applies a runtime patch (the patch object is the params)",
+    arity: 1,
+    toParams: (_ids, patch: RuntimePatch) => patch,
+    fromResult: same,
+  }),
+  loadModelArtifact: rpc("load_model_artifact", ArtifactParams, Ack, {
+    doc: "replaces the model's weights with the artifact file's",
+    arity: 2,
+    toParams: (ids, modelId: string, artifactPath: string) => ({ modelId: ids.toWire(modelId), artifactPath }),
+    fromResult: nothing,
+    modelOf: modelIdOf,
+  }),
+  materializeModelArtifact: rpc("materialize_model_artifact", ArtifactParams, Ack, {
+    doc: "writes the model's weights to an artifact file",
+    arity: 2,
+    toParams: (ids, modelId: string, artifactPath: string) => ({ modelId: ids.toWire(modelId), artifactPath }),
+    fromResult: nothing,
+    modelOf: modelIdOf,
+  }),
+  mergeCandidateModels: rpc("merge_candidate_models", MergeParams, OptionalModelHandle, {
+    doc: "merges candidate models into a new model, or none",
+    arity: 3,
+    toParams: (ids, baseModelId: string, candidates: ReadonlyArray<MergeCandidate>, policy: MergePolicy) => ({
+      baseModelId: ids.toWire(baseModelId),
+      candidates: candidates.map((candidate) => ({ ...candidate, modelId: ids.toWire(candidate.modelId) })),
+      policy,
+    }),
+    fromResult: (result, ids) => Option.map(Option.fromNullable(result.modelId), ids.fromWire),
+    modelOf: (params) => params.baseModelId,
+  }),
+  applySingleRootEma: rpc("apply_single_root_ema", RootEmaParams, ModelHandle, {
+    doc: "moves the merged model toward the base (updated in place); the merged id",
+    arity: 3,
+    toParams: (ids, baseModelId: string, mergedModelId: string, policy: MergePolicy) => ({
+      baseModelId: ids.toWire(baseModelId),
+      mergedModelId: ids.toWire(mergedModelId),
+      policy,
+    }),
+    fromResult: mintedId,
+    modelOf: (params) => params.mergedModelId,
+  }),
+  reconcileCanonicalModel: rpc("reconcile_canonical_model", ReconcileParams, ModelHandle, {
+    doc: "reconciles the canonical model with the local one (updated in place); the canonical id",
+    arity: 3,
+    toParams: (ids, localModelId: string, canonicalModelId: string, strategy: ReconcileStrategy) => ({
+      localModelId: ids.toWire(localModelId),
+      canonicalModelId: ids.toWire(canonicalModelId),
+      strategy,
+    }),
+    fromResult: mintedId,
+    modelOf: (params) => params.canonicalModelId,
+  }),
+  releaseModel: rpc("release_model", ModelRef, Ack, {
+    doc: "frees the model; an unknown id is not an error",
+    arity: 1,
+    toParams: (ids, modelId: string) => ({ modelId: ids.toWire(modelId) }),
+    fromResult: nothing,
+    modelOf: modelIdOf,
+  }),
+  shutdown: rpc("shutdown", Schema.Null, Ack, {
+    doc: "the worker answers, then exits (sent by the layer on release)",
+    arity: 0,
+    toParams: none,
+    fromResult: nothing,
+  }),
 }

@@ -6,6 +6,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import { describeExit } from "./internal/exitStatus.ts"
 
 /** Lines of the stderr tail quoted in messages; the field keeps the whole tail. */
 const MESSAGE_STDERR_LINES = 12
@@ -16,13 +17,6 @@ const quoteStderr = (stderrTail: string): string => {
   const shown = lines.slice(-MESSAGE_STDERR_LINES).map((line) => `  | ${line}`).join("\n")
   return `\n  worker stderr (last ${Math.min(lines.length, MESSAGE_STDERR_LINES)} lines):\n${shown}`
 }
-
-const describeExit = (exitCode: number | null, signal: string | null): string =>
-  signal !== null
-    ? `was killed by ${signal}`
-    : exitCode !== null
-    ? `exited with code ${exitCode}`
-    : "is gone (exit status unknown)"
 
 /** What `Schema.TaggedError<Self>()(tag, fields)` returns, spelled out so that JSR need not infer it. */
 type ErrorBase<Self, Tag extends string, Fields extends Schema.Struct.Fields> = Schema.TaggedErrorClass<
@@ -75,20 +69,22 @@ const WorkerConnectErrorBase: ErrorBase<
   WorkerConnectError,
   "WorkerConnectError",
   {
-    reason: Schema.Literal<["Exited", "Timeout", "Listen"]>
+    reason: Schema.Literal<["ProcessExited", "Timeout", "Listen", "OutsideProcessGroup"]>
     timeoutMillis: typeof Schema.Number
     detail: typeof Schema.String
   } & ExitFields
 > = Schema.TaggedError<WorkerConnectError>()("WorkerConnectError", {
-  reason: Schema.Literal("Exited", "Timeout", "Listen"),
+  reason: Schema.Literal("ProcessExited", "Timeout", "Listen", "OutsideProcessGroup"),
   timeoutMillis: Schema.Number,
   detail: Schema.String,
   ...ExitFields,
 })
 /**
  * The worker was started but never connected back: it exited first (its
- * stderr usually says why: a missing module, a factory that raised) or the
- * `connectTimeout` passed.
+ * stderr usually says why: a missing module, a factory that raised), the
+ * `connectTimeout` passed, the listener could not be opened, or the worker
+ * connected from outside its process group (a launcher such as `setsid`
+ * moved it into its own session, where the client could not stop it).
  *
  * @since 0.1.0
  * @category errors
@@ -96,10 +92,13 @@ const WorkerConnectErrorBase: ErrorBase<
 export class WorkerConnectError extends WorkerConnectErrorBase {
   override get message(): string {
     const who = `Python worker (pid ${this.pid ?? "?"})`
-    const head = this.reason === "Exited"
+    const head = this.reason === "ProcessExited"
       ? `${who} ${describeExit(this.exitCode, this.signal)} before connecting back`
       : this.reason === "Timeout"
       ? `${who} did not connect back within ${this.timeoutMillis} ms`
+      : this.reason === "OutsideProcessGroup"
+      ? `${who}: the worker connected from outside its process group (${this.detail}); ` +
+        "a launcher moved Python into its own session (setsid?), where the client can neither supervise nor stop it"
       : `cannot listen for the Python worker on 127.0.0.1: ${this.detail}`
     return head + quoteStderr(this.stderrTail)
   }
@@ -284,6 +283,92 @@ export class InvalidArgumentError extends InvalidArgumentErrorBase {
   }
 }
 
+const ModelLostErrorBase: ErrorBase<ModelLostError, "ModelLostError", {
+  modelId: typeof Schema.String
+  /** The worker process (1 for the first, counting restarts) that made the model. */
+  generation: typeof Schema.Number
+  /** The worker process serving calls now, if any. */
+  currentGeneration: typeof Schema.Number
+  method: typeof Schema.String
+  /** How the model's process ended. */
+  died: typeof Schema.String
+}> = Schema.TaggedError<ModelLostError>()("ModelLostError", {
+  modelId: Schema.String,
+  generation: Schema.Number,
+  currentGeneration: Schema.Number,
+  method: Schema.String,
+  died: Schema.String,
+})
+/**
+ * A call named a model made by an earlier worker process, which has died
+ * since; nothing was sent. Re-create the model (for example in `onStart`).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class ModelLostError extends ModelLostErrorBase {
+  override get message(): string {
+    return `${this.method}: model ${
+      JSON.stringify(this.modelId)
+    } belonged to worker process #${this.generation}, which ${this.died}; ` +
+      `the worker now serving is #${this.currentGeneration}`
+  }
+}
+
+const WorkerGaveUpErrorBase: ErrorBase<
+  WorkerGaveUpError,
+  "WorkerGaveUpError",
+  {
+    method: typeof Schema.String
+    /** Worker processes started in all, the first included. */
+    starts: typeof Schema.Number
+  } & ExitFields
+> = Schema.TaggedError<WorkerGaveUpError>()("WorkerGaveUpError", {
+  method: Schema.String,
+  starts: Schema.Number,
+  ...ExitFields,
+})
+/**
+ * The worker died and its restart schedule gave up: every call fails at
+ * once. Carries the last process's exit status and stderr tail.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class WorkerGaveUpError extends WorkerGaveUpErrorBase {
+  override get message(): string {
+    return `${this.method}: the Python worker is not restarted any more after ${this.starts} starts; ` +
+      `the last one (pid ${this.pid ?? "?"}) ${describeExit(this.exitCode, this.signal)}${
+        quoteStderr(this.stderrTail)
+      }`
+  }
+}
+
+const MissingCapabilityErrorBase: ErrorBase<MissingCapabilityError, "MissingCapabilityError", {
+  method: typeof Schema.String
+  capability: typeof Schema.String
+  /** What the worker does advertise in `hello`. */
+  advertised: Schema.Array$<typeof Schema.String>
+}> = Schema.TaggedError<MissingCapabilityError>()("MissingCapabilityError", {
+  method: Schema.String,
+  capability: Schema.String,
+  advertised: Schema.Array(Schema.String),
+})
+/**
+ * The method needs a capability the worker does not advertise in `hello`;
+ * nothing was sent and the service stays usable.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class MissingCapabilityError extends MissingCapabilityErrorBase {
+  override get message(): string {
+    const has = this.advertised.length === 0 ? "none" : this.advertised.join(", ")
+    return `${this.method} needs the worker capability ${JSON.stringify(this.capability)}; ` +
+      `the worker advertises: ${has}`
+  }
+}
+
 /**
  * What an RPC can fail with.
  *
@@ -297,6 +382,9 @@ export type CallError =
   | RpcTimeoutError
   | WorkerClosedError
   | InvalidArgumentError
+  | ModelLostError
+  | WorkerGaveUpError
+  | MissingCapabilityError
 
 /**
  * What acquiring the service can fail with (the first `hello` included).

@@ -5,5 +5,14 @@
  * @module
  */
 export * from "./Protocol.ts"
-export { type CallOptions, make, Options, PythonWorker } from "./PythonWorker.ts"
+export {
+  type CallOptions,
+  defaultRestart,
+  layer,
+  make,
+  Options,
+  PythonWorker,
+  type WorkerDeath,
+  type WorkerEvent,
+} from "./PythonWorker.ts"
 export * from "./WorkerError.ts"

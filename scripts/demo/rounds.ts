@@ -15,6 +15,7 @@
  * lowers its learning rate.
  */
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
+import type * as FileSystem from "@effect/platform/FileSystem"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -149,7 +150,7 @@ export const lease = (
 export const runRounds = (
   settings: RoundSettings,
   progress: Progress,
-): Effect.Effect<DemoRun, DemoRunError, CommandExecutor.CommandExecutor> =>
+): Effect.Effect<DemoRun, DemoRunError, CommandExecutor.CommandExecutor | FileSystem.FileSystem> =>
   Effect.scoped(Effect.gen(function* () {
     const { workload } = settings
     const peerNames = Array.from({ length: settings.peers }, (_, index) => `peer-${index}`)

@@ -1,39 +1,60 @@
 /**
  * The listening side: the client listens on 127.0.0.1, port 0, and accepts
- * exactly one connection: the worker's. Any local process can connect to a
- * loopback port, so on Linux a connection is accepted only when its socket
- * belongs to the worker's process group; others are closed. The listener
- * closes as soon as the worker is connected.
+ * exactly one connection, the worker's. Any local process can connect to a
+ * loopback port, so a connection must prove it is the worker:
+ *
+ * - `"token"` (our worker): the launcher passes a per-start secret through
+ *   the environment (never argv); the worker's first frame presents it, with
+ *   its pid and process group, before the client sends anything. A peer whose
+ *   first bytes differ is dropped at the first wrong byte and learns nothing.
+ *   Needs no `/proc`, and costs nothing per start.
+ * - `"processGroup"` (workers that know no secret, such as the reference's):
+ *   the peer's socket must be held by a process of the worker's group, found
+ *   through `/proc` (Linux); where `/proc` cannot tell, the first wins.
+ *
+ * The listener closes as soon as the worker is connected.
  *
  * @internal
  */
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import { Buffer } from "node:buffer"
+import { timingSafeEqual } from "node:crypto"
 import { readdirSync, readFileSync, readlinkSync } from "node:fs"
 import * as Net from "node:net"
-import { WorkerConnectError } from "../WorkerError.ts"
+import { parseStat } from "./exitStatus.ts"
+import { HEADER_BYTES } from "./frame.ts"
+
+/** @internal */
+export type Verification =
+  | { readonly _tag: "Token"; readonly token: string }
+  | { readonly _tag: "ProcessGroup" }
+
+/**
+ * Why the worker could not be accepted: a connection proved to be the
+ * worker but runs outside its process group (a launcher moved it into its
+ * own session), so the client could neither supervise nor stop it.
+ *
+ * @internal
+ */
+export interface Outsider {
+  readonly pid: number | null
+  readonly pgid: number | null
+}
 
 /** @internal */
 export interface Listener {
   readonly port: number
   /**
-   * The first connection from the process group that `pid` leads, with
-   * TCP_NODELAY set; it is destroyed when the scope closes.
+   * The first verified connection, with TCP_NODELAY set; destroyed when the
+   * scope closes. Fails with the outsider when the worker connected from
+   * outside the group `pid` leads.
    */
-  readonly accept: (pid: number) => Effect.Effect<Net.Socket>
+  readonly accept: (pid: number) => Effect.Effect<Net.Socket, Outsider>
+  /** An outsider seen so far, if any: explains a launcher that exited with code 0. */
+  readonly outsider: () => Outsider | undefined
 }
-
-const listenError = (cause: unknown) =>
-  new WorkerConnectError({
-    reason: "Listen",
-    timeoutMillis: 0,
-    detail: cause instanceof Error ? cause.message : String(cause),
-    pid: null,
-    exitCode: null,
-    signal: null,
-    stderrTail: "",
-  })
 
 const readOr = <A>(read: () => A, fallback: A): A => {
   try {
@@ -46,11 +67,7 @@ const readOr = <A>(read: () => A, fallback: A): A => {
 /** The pids of a process group: its leader first, then any other member. */
 const groupMembers = (pgid: number): Array<number> => {
   const others = readOr(() => readdirSync("/proc"), []).filter((name) => /^\d+$/.test(name)).map(Number).filter(
-    (pid) => {
-      if (pid === pgid) return false
-      const stat = readOr(() => readFileSync(`/proc/${pid}/stat`, "utf8"), "")
-      return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]) === pgid
-    },
+    (pid) => pid !== pgid && parseStat(readOr(() => readFileSync(`/proc/${pid}/stat`, "utf8"), "")).pgid === pgid,
   )
   return [pgid, ...others]
 }
@@ -82,57 +99,144 @@ const peerInGroup = (socket: Net.Socket, pgid: number): boolean | undefined => {
   return holds(pgid) || groupMembers(pgid).slice(1).some(holds)
 }
 
-/** @internal */
-export const listen: Effect.Effect<Listener, WorkerConnectError, Scope.Scope> = Effect.gen(function* () {
-  const accepted = yield* Deferred.make<Net.Socket>()
-  const waiting: Array<Net.Socket> = []
-  let expected: number | undefined
-  let connection: Net.Socket | undefined
+/** The longest token frame we read: anything longer is not our worker. */
+const MAX_TOKEN_FRAME = 512
+const TOKEN_PREFIX = Buffer.from(`{"connect_token":"`)
 
-  const consider = (socket: Net.Socket) => {
-    if (connection !== undefined) return socket.destroy()
-    if (peerInGroup(socket, expected!) === false) {
-      // Not the worker: close it and keep listening.
-      return socket.destroy()
+/**
+ * Reads the token frame: `{"connect_token":"<hex>","pid":N,"pgid":N}`.
+ * Calls `verdict` once: the frame's pid and pgid when the token matches,
+ * `undefined` as soon as the bytes cannot be the worker's.
+ */
+const readToken = (
+  socket: Net.Socket,
+  token: Buffer,
+  verdict: (proof: { pid: number | null; pgid: number | null } | undefined) => void,
+) => {
+  let received = Buffer.alloc(0)
+  let done = false
+  const finish = (proof: { pid: number | null; pgid: number | null } | undefined) => {
+    if (done) return
+    done = true
+    socket.removeListener("data", onData)
+    verdict(proof)
+  }
+  const onData = (chunk: Buffer) => {
+    received = Buffer.concat([received, chunk])
+    if (received.length > HEADER_BYTES + MAX_TOKEN_FRAME) return finish(undefined)
+    if (received.length < HEADER_BYTES) return
+    const length = received.readUInt32BE(0) * 0x1_0000_0000 + received.readUInt32BE(4)
+    if (length > MAX_TOKEN_FRAME || length < TOKEN_PREFIX.length + token.length + 2) return finish(undefined)
+    // Dropped at the first byte that differs from what the worker sends.
+    const body = received.subarray(HEADER_BYTES)
+    const prefix = Math.min(body.length, TOKEN_PREFIX.length)
+    if (!body.subarray(0, prefix).equals(TOKEN_PREFIX.subarray(0, prefix))) return finish(undefined)
+    if (received.length < HEADER_BYTES + length) return
+    // The worker sends nothing else until it is asked: more bytes are not the worker.
+    if (received.length > HEADER_BYTES + length) return finish(undefined)
+    const presented = body.subarray(TOKEN_PREFIX.length, TOKEN_PREFIX.length + token.length)
+    if (presented.length !== token.length || !timingSafeEqual(presented, token)) return finish(undefined)
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(body.toString("utf8"))
+    } catch {
+      return finish(undefined)
     }
-    connection = socket
-    socket.setNoDelay(true)
-    server.close()
-    Deferred.unsafeDone(accepted, Effect.succeed(socket))
+    const record = parsed as { pid?: unknown; pgid?: unknown }
+    const int = (value: unknown) => typeof value === "number" && Number.isInteger(value) ? value : null
+    finish({ pid: int(record.pid), pgid: int(record.pgid) })
   }
+  socket.on("data", onData)
+}
 
-  const server = yield* Effect.acquireRelease(
-    Effect.async<Net.Server, WorkerConnectError>((resume) => {
-      const server = Net.createServer({ noDelay: true })
-      server.once("error", (cause) => resume(Effect.fail(listenError(cause))))
-      server.listen({ host: "127.0.0.1", port: 0 }, () => resume(Effect.succeed(server)))
-      return Effect.sync(() => server.close())
-    }),
-    (server) => Effect.sync(() => server.close()),
-  )
-  server.on("connection", (socket) => {
-    // Until the client takes it over, a reset must not become an uncaught error.
-    socket.on("error", () => undefined)
-    if (expected === undefined) waiting.push(socket)
-    else consider(socket)
-  })
-  yield* Effect.addFinalizer(() =>
-    Effect.sync(() => {
-      connection?.destroy()
-      for (const socket of waiting) socket.destroy()
-    })
-  )
-  const address = server.address()
-  if (address === null || typeof address === "string") {
-    return yield* Effect.fail(listenError(`unexpected listener address ${JSON.stringify(address)}`))
-  }
-  return {
-    port: address.port,
-    accept: (pid) =>
-      Effect.suspend(() => {
-        expected = pid
-        for (const socket of waiting.splice(0)) consider(socket)
-        return Deferred.await(accepted)
+/** @internal */
+export const listen = (
+  verification: Verification,
+): Effect.Effect<Listener, { readonly cause: unknown }, Scope.Scope> =>
+  Effect.gen(function* () {
+    const accepted = yield* Deferred.make<Net.Socket, Outsider>()
+    const open = new Set<Net.Socket>()
+    const waiting: Array<Net.Socket> = []
+    let expected: number | undefined
+    let outsider: Outsider | undefined
+    let connection: Net.Socket | undefined
+    const token = verification._tag === "Token" ? Buffer.from(verification.token) : undefined
+
+    const take = (socket: Net.Socket) => {
+      if (connection !== undefined || socket.destroyed) return socket.destroy()
+      connection = socket
+      open.delete(socket)
+      socket.setNoDelay(true)
+      server.close()
+      for (const other of open) other.destroy()
+      open.clear()
+      Deferred.unsafeDone(accepted, Effect.succeed(socket))
+    }
+
+    const judgeByGroup = (socket: Net.Socket) => {
+      if (connection !== undefined) return socket.destroy()
+      if (peerInGroup(socket, expected!) === false) {
+        outsider = { pid: null, pgid: null }
+        return socket.destroy()
+      }
+      take(socket)
+    }
+
+    const server = yield* Effect.acquireRelease(
+      Effect.async<Net.Server, { readonly cause: unknown }>((resume) => {
+        let server: Net.Server
+        try {
+          server = Net.createServer({ noDelay: true })
+          server.once("error", (cause) => resume(Effect.fail({ cause })))
+          server.listen({ host: "127.0.0.1", port: 0 }, () => resume(Effect.succeed(server)))
+        } catch (cause) {
+          // Deno without --allow-net throws here.
+          return resume(Effect.fail({ cause }))
+        }
+        return Effect.sync(() => server.close())
       }),
-  }
-})
+      (server) => Effect.sync(() => server.close()),
+    )
+    server.on("connection", (socket) => {
+      // Until the client takes it over, a reset must not become an uncaught error.
+      socket.on("error", () => undefined)
+      if (connection !== undefined) return socket.destroy()
+      open.add(socket)
+      socket.once("close", () => open.delete(socket))
+      if (token !== undefined) {
+        readToken(socket, token, (proof) => {
+          if (proof === undefined) return socket.destroy()
+          if (expected !== undefined && proof.pgid !== null && proof.pgid !== expected) {
+            outsider = proof
+            socket.destroy()
+            return Deferred.unsafeDone(accepted, Effect.fail(proof))
+          }
+          take(socket)
+        })
+      } else if (expected === undefined) {
+        waiting.push(socket)
+      } else {
+        judgeByGroup(socket)
+      }
+    })
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        connection?.destroy()
+        for (const socket of open) socket.destroy()
+      })
+    )
+    const address = server.address()
+    if (address === null || typeof address === "string") {
+      return yield* Effect.fail({ cause: new Error(`unexpected listener address ${JSON.stringify(address)}`) })
+    }
+    return {
+      port: address.port,
+      accept: (pid) =>
+        Effect.suspend(() => {
+          expected = pid
+          for (const socket of waiting.splice(0)) judgeByGroup(socket)
+          return Deferred.await(accepted)
+        }),
+      outsider: () => outsider,
+    }
+  })

@@ -1,6 +1,7 @@
 /**
  * Process mechanics: spawn the worker with `Command`, drain its output all the
- * time, know how it exited, and stop it for sure.
+ * time in bounded memory, know how it exited, and stop it for sure. No policy:
+ * the manager decides when to stop it.
  *
  * `Command`'s own release sends SIGTERM and waits without a bound, so the stop
  * sequence here runs first: SIGTERM (and SIGCONT, so a stopped process can act
@@ -16,28 +17,32 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
+import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import process from "node:process"
 import { WorkerSpawnError } from "../WorkerError.ts"
+import type { ExitStatus } from "./exitStatus.ts"
+import { type LineEnd, LineSplitter, LineTail } from "./output.ts"
+import { permissionFlag } from "./permission.ts"
 
-/** @internal */
-export interface ExitStatus {
-  readonly exitCode: number | null
-  readonly signal: string | null
-}
-
-/** @internal */
+/**
+ * A running worker process, as the manager sees it. A fake worker in the
+ * tests implements the same interface.
+ *
+ * @internal
+ */
 export interface WorkerProcess {
   readonly pid: number
   /** Waits for the exit (the process is reaped by then). */
   readonly exited: Effect.Effect<ExitStatus>
   readonly exitStatus: Effect.Effect<Option.Option<ExitStatus>>
-  /** The last bytes of stderr, once stderr has drained (briefly bounded: a lingering child may hold it). */
+  /** The last lines of stderr, once stderr has drained (briefly bounded: a lingering child may hold it). */
   readonly stderrTail: Effect.Effect<string>
-  /** Signals the whole process group now; a group that is gone is not an error. */
-  readonly signalGroup: (signal: NodeJS.Signals) => void
+  /** SIGKILLs the whole process group now; a group that is gone is not an error. */
+  readonly kill: () => void
   /** The stop sequence; safe to run more than once. */
   readonly terminate: Effect.Effect<void>
 }
@@ -56,35 +61,6 @@ const KILL_WAIT = Duration.seconds(5)
 /** How long an error waits for stderr to reach EOF before it quotes what it has. */
 const STDERR_SETTLE = Duration.millis(300)
 
-/** Keeps the last `maxBytes` of a text stream, cut at line boundaries where possible. */
-class TextTail {
-  private chunks: Array<string> = []
-  private size = 0
-  private cut = false
-  constructor(private readonly maxBytes: number) {}
-  push(text: string): void {
-    this.chunks.push(text)
-    this.size += text.length
-    while (this.size > this.maxBytes) {
-      const excess = this.size - this.maxBytes
-      this.cut = true
-      if (this.chunks[0].length > excess) {
-        this.chunks[0] = this.chunks[0].slice(excess)
-        this.size -= excess
-      } else {
-        this.size -= this.chunks.shift()!.length
-      }
-    }
-  }
-  /** Starts at a line boundary once the front has been cut. */
-  get text(): string {
-    const all = this.chunks.join("")
-    if (!this.cut) return all
-    const newline = all.indexOf("\n")
-    return newline >= 0 && newline < all.length - 1 ? all.slice(newline + 1) : all
-  }
-}
-
 /**
  * Node reports death by signal as a failure whose description names the
  * signal; recover the name so errors can say "killed by SIGKILL".
@@ -100,32 +76,48 @@ const exitStatusOf = (exit: Effect.Effect<CommandExecutor.ExitCode, PlatformErro
     ),
   )
 
-const spawnError = (executable: string) => (error: PlatformError) =>
-  new WorkerSpawnError({
-    executable,
-    reason: error._tag === "SystemError" && (error.reason === "NotFound" || error.reason === "PermissionDenied")
-      ? error.reason
-      : "Unknown",
-    detail: error.message,
-  })
+/** The error never quotes the arguments: with `configVia: "argv"` they hold the workload config. */
+const spawnError = (executable: string, args: ReadonlyArray<string>) => (error: PlatformError) => {
+  const flag = permissionFlag(error, { run: executable })
+  const reason = flag !== undefined
+    ? "PermissionDenied"
+    : error._tag === "SystemError" && (error.reason === "NotFound" || error.reason === "PermissionDenied")
+    ? error.reason
+    : "Unknown"
+  let detail = flag !== undefined ? `Deno needs ${flag}` : error.message
+  for (const arg of args) if (arg.length > 32) detail = detail.split(arg).join("<argument>")
+  return new WorkerSpawnError({ executable, reason, detail: detail.slice(0, 500) })
+}
 
 /**
- * Drains one output stream line by line into the logger at debug level, and
- * into `tail` when given. Never fails: a broken pipe just ends the drain.
+ * Drains one output stream into the logger at debug level (when debug logs
+ * are on) and into `tail` when given. Never fails: a broken pipe just ends it.
  */
 const drain = (
   stream: Stream.Stream<Uint8Array, PlatformError>,
   name: "stdout" | "stderr",
-  tail: TextTail | undefined,
+  tail: LineTail | undefined,
 ) =>
-  stream.pipe(
-    Stream.decodeText(),
-    Stream.tap((text) => Effect.sync(() => tail?.push(text))),
-    Stream.splitLines,
-    Stream.runForEach((line) => Effect.logDebug(line)),
-    Effect.annotateLogs("stream", name),
-    Effect.ignore,
-  )
+  Effect.gen(function* () {
+    const logging = LogLevel.greaterThanEqual(LogLevel.Debug, yield* FiberRef.get(FiberRef.currentMinimumLogLevel))
+    let lines: Array<string> = []
+    const splitter = new LineSplitter((line: string, end: LineEnd) => {
+      tail?.push(line, end)
+      if (logging) lines.push(line)
+    })
+    const logLines = Effect.suspend(() => {
+      if (lines.length === 0) return Effect.void
+      const batch = lines
+      lines = []
+      return Effect.forEach(batch, (line) => Effect.logDebug(line), { discard: true })
+    })
+    yield* stream.pipe(
+      Stream.runForEach((chunk) => Effect.zipRight(Effect.sync(() => splitter.push(chunk)), logLines)),
+      Effect.ignore,
+    )
+    splitter.end()
+    yield* logLines
+  }).pipe(Effect.annotateLogs("stream", name))
 
 /** @internal */
 export const spawn = (
@@ -140,13 +132,17 @@ export const spawn = (
       Command.stdout("pipe"),
       Command.stderr("pipe"),
     )
-    const proc = yield* Command.start(command).pipe(Effect.mapError(spawnError(options.executable)))
+    const proc = yield* Command.start(command).pipe(
+      Effect.mapError(spawnError(options.executable, options.args)),
+      // Deno without --allow-run throws from inside spawn: a defect unless caught here.
+      Effect.catchAllDefect((defect) =>
+        Effect.fail(spawnError(options.executable, options.args)(defect as PlatformError))
+      ),
+    )
     const pid = proc.pid as number
 
-    const tail = new TextTail(options.stderrTailBytes)
-    const stderrDone = yield* Effect.forkScoped(
-      drain(proc.stderr, "stderr", tail).pipe(Effect.annotateLogs("pid", pid)),
-    )
+    const tail = new LineTail(options.stderrTailBytes)
+    const stderrDone = yield* Effect.forkScoped(drain(proc.stderr, "stderr", tail).pipe(Effect.annotateLogs("pid", pid)))
     const stdoutDone = yield* Effect.forkScoped(
       drain(proc.stdout, "stdout", undefined).pipe(Effect.annotateLogs("pid", pid)),
     )
@@ -199,7 +195,7 @@ export const spawn = (
         Effect.timeoutOption(STDERR_SETTLE),
         Effect.map(() => tail.text),
       ),
-      signalGroup,
+      kill: () => signalGroup("SIGKILL"),
       terminate,
     } satisfies WorkerProcess
   })

@@ -1,0 +1,354 @@
+/**
+ * One connection to one worker: framing, request ids, the one-request wire
+ * (a FIFO lock), matching answers to requests. It closes with a typed reason
+ * and reports it; it never kills or waits for the process: what a close means
+ * for the process is the manager's business.
+ *
+ * @internal
+ */
+import * as Clock from "effect/Clock"
+import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import * as FiberSet from "effect/FiberSet"
+import type * as Scope from "effect/Scope"
+import { Buffer } from "node:buffer"
+import type * as Net from "node:net"
+import { type CallError, ProtocolError, RpcTimeoutError } from "../WorkerError.ts"
+import { encodeRequestFrame, type FrameFault, FrameDecoder, HEADER_BYTES } from "./frame.ts"
+import { bounded } from "./json.ts"
+import * as Lock from "./lock.ts"
+
+/**
+ * The byte stream to the worker: a socket, or an in-memory pair in tests.
+ *
+ * @internal
+ */
+export interface Transport {
+  readonly write: (frame: Uint8Array) => void
+  readonly destroy: () => void
+  /** Registers the handlers, once: `data` per chunk, `end` once when the stream ends or breaks. */
+  readonly listen: (handlers: { readonly data: (chunk: Uint8Array) => void; readonly end: () => void }) => void
+}
+
+/** @internal */
+export const fromSocket = (socket: Net.Socket): Transport => ({
+  write: (frame) => void socket.write(frame),
+  destroy: () => socket.destroy(),
+  listen: ({ data, end }) => {
+    let ended = false
+    const once = () => {
+      if (ended) return
+      ended = true
+      end()
+    }
+    socket.on("data", data)
+    socket.on("end", once)
+    socket.on("error", once)
+    socket.on("close", once)
+  },
+})
+
+/**
+ * Why a connection closed.
+ *
+ * @internal
+ */
+export type CloseReason = Data.TaggedEnum<{
+  /** The worker's end closed or broke; `truncated` when a frame was cut short. */
+  Ended: { readonly truncated: FrameFault | undefined }
+  /** The worker broke the protocol: the stream cannot be trusted. */
+  Faulted: { readonly error: ProtocolError }
+  /** An answer did not come in time: the worker's state cannot be trusted. */
+  TimedOut: { readonly error: RpcTimeoutError }
+  /** Closed by its owner. */
+  Closed: {}
+}>
+
+/** @internal */
+export const CloseReason = Data.taggedEnum<CloseReason>()
+
+/**
+ * A call that got no answer because the connection closed; `sent` says
+ * whether its request reached the wire.
+ *
+ * @internal
+ */
+export class Lost extends Data.TaggedError("Lost")<{
+  readonly reason: CloseReason
+  readonly sent: boolean
+  readonly method: string
+  readonly id: number | null
+}> {}
+
+/** @internal */
+export interface Envelope {
+  readonly id?: unknown
+  readonly ok?: unknown
+  readonly result?: unknown
+  readonly error?: unknown
+  readonly error_type?: unknown
+  readonly traceback?: unknown
+}
+
+/** @internal */
+export interface Request {
+  readonly method: string
+  /** The params as JSON text, already checked against the frame limit. */
+  readonly paramsJson: string
+  /** Absolute, in `Clock` milliseconds; `undefined` for no deadline. */
+  readonly deadline: number | undefined
+  readonly timeoutMillis: number
+}
+
+/** @internal */
+export interface Connection {
+  /**
+   * Sends one request when the wire is free and settles its answer with
+   * `settle` before the wire passes on (a result that breaks its schema
+   * closes the connection before another request is written).
+   */
+  readonly call: <A>(
+    request: Request,
+    settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
+  ) => Effect.Effect<A, CallError | Lost>
+  /** Resolves with the reason once the connection has closed. */
+  readonly closed: Effect.Effect<CloseReason>
+  /** The reason, once closed. */
+  readonly reason: () => CloseReason | undefined
+  readonly close: (reason: CloseReason) => void
+  /** Calls waiting for the wire, the one on it included. */
+  readonly inFlight: () => number
+}
+
+/** Bytes of `{"id":,"method":"","params":}` around an id of at most 16 digits. */
+const envelopeBytes = (method: string) => HEADER_BYTES + 30 + 16 + Buffer.byteLength(method, "utf8")
+
+/**
+ * The frame size a request of `paramsBytes` would take.
+ *
+ * @internal
+ */
+export const requestBytes = (method: string, paramsBytes: number): number => envelopeBytes(method) + paramsBytes
+
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+
+const describeFault = (fault: FrameFault): string =>
+  fault._tag === "FrameTooLarge"
+    ? `a frame announced ${fault.length} bytes, above maxFrameBytes ${fault.maxFrameBytes}`
+    : `the stream ended ${fault.received} bytes into a ${fault.expected}-byte frame`
+
+/** @internal */
+export { describeFault }
+
+interface Pending {
+  readonly id: number
+  readonly method: string
+  readonly answer: Deferred.Deferred<Envelope, CallError | Lost>
+}
+
+/** @internal */
+export const make = (options: {
+  readonly transport: Transport
+  readonly maxFrameBytes: number
+  readonly pid: number
+}): Effect.Effect<Connection, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const { transport, pid } = options
+    // Abandoned answers are awaited here: closing the scope interrupts them.
+    const drains = yield* FiberSet.make()
+    const lock = Lock.make()
+    const closedWith = yield* Deferred.make<CloseReason>()
+    const decoder = new FrameDecoder(options.maxFrameBytes)
+
+    let nextId = 1
+    let pending: Pending | undefined
+    let reason: CloseReason | undefined
+    let waitingCalls = 0
+
+    const close = (why: CloseReason) => {
+      if (reason !== undefined) return
+      reason = why
+      transport.destroy()
+      const waiting = pending
+      pending = undefined
+      if (waiting !== undefined) Deferred.unsafeDone(waiting.answer, Exit.fail(pendingFailure(waiting, why)))
+      Deferred.unsafeDone(closedWith, Exit.succeed(why))
+    }
+
+    /** What the call on the wire gets when the connection closes under it: a fault or timeout itself. */
+    const pendingFailure = (waiting: Pending, why: CloseReason): CallError | Lost =>
+      why._tag === "Faulted" || why._tag === "TimedOut"
+        ? why.error
+        : new Lost({ reason: why, sent: true, method: waiting.method, id: waiting.id })
+
+    const protocolFault = (reasonTag: ProtocolError["reason"], detail: string, id = pending?.id ?? null) =>
+      close(CloseReason.Faulted({
+        error: new ProtocolError({ method: pending?.method ?? null, id, pid, reason: reasonTag, detail }),
+      }))
+
+    const onFrame = (bytes: Uint8Array) => {
+      let envelope: unknown
+      try {
+        envelope = JSON.parse(utf8.decode(bytes))
+      } catch (error) {
+        const isUtf8 = error instanceof TypeError
+        return protocolFault(
+          isUtf8 ? "InvalidUtf8" : "InvalidJson",
+          isUtf8
+            ? `a ${bytes.length}-byte frame is not valid UTF-8`
+            : `${(error as Error).message}; frame starts ${
+              JSON.stringify(Buffer.from(bytes.subarray(0, 120)).toString())
+            }`,
+        )
+      }
+      if (typeof envelope !== "object" || envelope === null || Array.isArray(envelope)) {
+        return protocolFault("InvalidEnvelope", `frame is not a JSON object: ${bounded(JSON.stringify(envelope), 120)}`)
+      }
+      const message = envelope as Envelope
+      const waiting = pending
+      if (waiting === undefined) {
+        return protocolFault(
+          "UnsolicitedFrame",
+          `a frame with id ${bounded(JSON.stringify(message.id) ?? "undefined", 40)} arrived while no call was waiting`,
+          null,
+        )
+      }
+      if (message.id === null && message.ok === false) {
+        // The worker could not read a request at all: it answers once without an id.
+        const said = typeof message.error === "string" ? message.error.split("\n")[0] : JSON.stringify(message.error)
+        return protocolFault(
+          "UnexpectedId",
+          `the worker refused the request #${waiting.id} without an id: ${bounded(said ?? "", 300)}`,
+        )
+      }
+      if (message.id !== waiting.id) {
+        return protocolFault(
+          "UnexpectedId",
+          `expected the answer to id ${waiting.id}, got id ${bounded(JSON.stringify(message.id) ?? "undefined", 40)}`,
+        )
+      }
+      if (typeof message.ok !== "boolean") {
+        return protocolFault("InvalidEnvelope", "the answer's `ok` field is missing or not a boolean")
+      }
+      pending = undefined
+      Deferred.unsafeDone(waiting.answer, Exit.succeed(message))
+    }
+
+    transport.listen({
+      data: (chunk) => {
+        if (reason !== undefined) return
+        const { fault, frames } = decoder.push(chunk)
+        for (const frame of frames) {
+          if (reason !== undefined) return
+          onFrame(frame)
+        }
+        if (fault !== undefined) protocolFault(fault._tag, describeFault(fault))
+      },
+      end: () => close(CloseReason.Ended({ truncated: decoder.end() })),
+    })
+    yield* Effect.addFinalizer(() => Effect.sync(() => close(CloseReason.Closed())))
+
+    const remaining = (deadline: number) => Effect.map(Clock.currentTimeMillis, (now) => Math.max(0, deadline - now))
+
+    /** Awaits the answer within the deadline; past it the connection closes, since the worker's state is unknown. */
+    const settleAnswer = (waiting: Pending, request: Request) =>
+      request.deadline === undefined ? Deferred.await(waiting.answer) : Effect.flatMap(
+        remaining(request.deadline),
+        (left) =>
+          Deferred.await(waiting.answer).pipe(
+            // Interruptible even when the caller is not (the manager calls
+            // `shutdown` from a finalizer): otherwise the timeout could not fire.
+            Effect.interruptible,
+            Effect.timeoutFail({
+              duration: left,
+              onTimeout: () => {
+                const error = new RpcTimeoutError({
+                  method: waiting.method,
+                  id: waiting.id,
+                  pid,
+                  timeoutMillis: request.timeoutMillis,
+                })
+                close(CloseReason.TimedOut({ error }))
+                return error
+              },
+            }),
+          ),
+      )
+
+    const call = <A>(
+      request: Request,
+      settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
+    ): Effect.Effect<A, CallError | Lost> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function* () {
+          const { method } = request
+          if (reason !== undefined) return yield* new Lost({ reason, sent: false, method, id: null })
+          const queuedTimeout = () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis: request.timeoutMillis })
+
+          // A queued call that times out never reached the wire: the connection stays open.
+          waitingCalls++
+          const ticket = lock.enqueue()
+          const queued = yield* Effect.exit(restore(
+            request.deadline === undefined ? ticket.wait : Effect.flatMap(
+              remaining(request.deadline),
+              (left) =>
+                ticket.wait.pipe(Effect.interruptible, Effect.timeoutFail({ duration: left, onTimeout: queuedTimeout })),
+            ),
+          ))
+          if (Exit.isFailure(queued)) {
+            waitingCalls--
+            ticket.cancel()
+            return yield* Effect.failCause(queued.cause)
+          }
+          const release = () => {
+            waitingCalls--
+            lock.release()
+          }
+          if (reason !== undefined) {
+            release()
+            return yield* new Lost({ reason, sent: false, method, id: null })
+          }
+          // Writing with no time left would only make the worker's state untrustworthy.
+          if (request.deadline !== undefined && (yield* remaining(request.deadline)) <= 0) {
+            release()
+            return yield* queuedTimeout()
+          }
+
+          const id = nextId++
+          const waiting: Pending = { id, method, answer: Deferred.unsafeMake(FiberId.none) }
+          pending = waiting
+          transport.write(encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, request.paramsJson))
+
+          const answered = yield* Effect.exit(restore(settleAnswer(waiting, request)))
+          if (Exit.isInterrupted(answered)) {
+            // The abandoned answer still holds the wire: the next request
+            // goes out only once it has come (or the connection has closed).
+            yield* FiberSet.run(drains, Effect.ensuring(Effect.exit(settleAnswer(waiting, request)), Effect.sync(release)))
+            return yield* Effect.interrupt
+          }
+          const result: Either.Either<A, CallError | Lost> = Exit.isSuccess(answered)
+            ? settle(answered.value, id)
+            : Either.left(Exit.isFailure(answered) && answered.cause._tag === "Fail" ? answered.cause.error : lostNow(method, id))
+          if (Either.isLeft(result) && result.left._tag === "ProtocolError") {
+            close(CloseReason.Faulted({ error: result.left }))
+          }
+          release()
+          return yield* result
+        })
+      )
+
+    const lostNow = (method: string, id: number) =>
+      new Lost({ reason: reason ?? CloseReason.Closed(), sent: true, method, id })
+
+    return {
+      call,
+      closed: Deferred.await(closedWith),
+      reason: () => reason,
+      close,
+      inFlight: () => waitingCalls,
+    } satisfies Connection
+  })

@@ -1,0 +1,195 @@
+/**
+ * The launcher: options to argv, environment and the config channel; spawn;
+ * accept and verify the worker's connection. What it returns is a running,
+ * connected process; what to do with it is the manager's business.
+ *
+ * @internal
+ */
+import type * as CommandExecutor from "@effect/platform/CommandExecutor"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import { randomBytes, randomUUID } from "node:crypto"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import process from "node:process"
+import { InvalidArgumentError, WorkerConnectError, type WorkerSpawnError } from "../WorkerError.ts"
+import { fromSocket, type Transport } from "./connection.ts"
+import * as accept from "./accept.ts"
+import type { ExitStatus } from "./exitStatus.ts"
+import type { Decoded } from "./options.ts"
+import { permissionFlag } from "./permission.ts"
+import * as workerProcess from "./process.ts"
+
+/**
+ * A started worker: its process and the verified byte stream to it.
+ *
+ * @internal
+ */
+export interface Launched {
+  readonly process: workerProcess.WorkerProcess
+  readonly transport: Transport
+}
+
+/** @internal */
+export type LaunchError = WorkerSpawnError | WorkerConnectError | InvalidArgumentError
+
+/** How long a launcher that exited with code 0 gets for its worker to show up from elsewhere. */
+const OUTSIDER_GRACE = Duration.millis(500)
+
+/**
+ * A file only this user can read, holding the config; removed when the scope
+ * closes. Our worker removes it as soon as it has read it, so a client that
+ * dies during a slow start leaves nothing behind. Not
+ * `FileSystem.makeTempFileScoped`: that file lives in a directory of its
+ * own, which the worker could not know to remove.
+ */
+const configFile = (text: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = join(tmpdir(), `burn-p2p-worker-config-${randomUUID()}.json`)
+    return yield* Effect.acquireRelease(
+      // "wx": a fresh file, never one planted under the same name.
+      fs.writeFileString(path, text, { mode: 0o600, flag: "wx" }).pipe(
+        Effect.as(path),
+        Effect.mapError((error) =>
+          new InvalidArgumentError({
+            where: "PythonWorker.layer",
+            detail: `cannot write the workload config to a temporary file: ${
+              permissionFlag(error, { path: tmpdir() }) ?? error.message
+            }`,
+          })
+        ),
+      ),
+      () => fs.remove(path, { force: true }).pipe(Effect.ignore),
+    )
+  })
+
+const inheritedPythonPath = (): string | undefined => {
+  try {
+    return process.env.PYTHONPATH
+  } catch {
+    // Deno without --allow-env for it: nothing inherited.
+    return undefined
+  }
+}
+
+/** @internal */
+export const launch = (
+  config: Decoded,
+  runtimeRoot: string,
+): Effect.Effect<Launched, LaunchError, Scope.Scope | CommandExecutor.CommandExecutor | FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const token = config.verifyConnection === "token" ? randomBytes(32).toString("hex") : undefined
+    const listener = yield* accept.listen(token === undefined ? { _tag: "ProcessGroup" } : { _tag: "Token", token })
+      .pipe(Effect.mapError(({ cause }) => connectError("Listen", Duration.zero, listenDetail(cause))))
+    // A PYTHONPATH in `env` adds to the path rather than hiding the runtime's own folder.
+    const { PYTHONPATH: extraPythonPath, ...env } = config.env
+    const pythonPath = [runtimeRoot, ...config.moduleSearchRoots, extraPythonPath, inheritedPythonPath()].filter(
+      (entry): entry is string => entry !== undefined && entry !== "",
+    )
+    const configPath = config.configVia === "file" ? yield* configFile(config.configJson) : undefined
+    const proc = yield* workerProcess.spawn({
+      executable: config.pythonExecutable,
+      args: [
+        "-m",
+        config.workerModule,
+        "--factory",
+        config.workloadFactory,
+        ...(configPath === undefined ? ["--config-json", config.configJson] : ["--config-file", configPath]),
+        "--connect-host",
+        "127.0.0.1",
+        "--connect-port",
+        String(listener.port),
+      ],
+      env: {
+        PYTHONPATH: pythonPath.join(":"),
+        PYTHONUNBUFFERED: "1",
+        BURN_P2P_WORKER_MAX_FRAME_BYTES: String(config.maxFrameBytes),
+        ...(config.exitWithParent ? { BURN_P2P_WORKER_EXIT_ON_STDIN_EOF: "1" } : {}),
+        ...(token === undefined ? {} : { BURN_P2P_WORKER_CONNECT_TOKEN: token }),
+        ...env,
+      },
+      terminateGrace: config.terminateGrace,
+      stderrTailBytes: config.stderrTailBytes,
+    })
+    const pid = proc.pid
+
+    const failure = (reason: WorkerConnectError["reason"], detail: string) =>
+      Effect.flatMap(
+        Effect.zip(proc.exitStatus, proc.stderrTail),
+        ([status, stderrTail]) =>
+          Effect.fail(connectError(reason, config.connectTimeout, detail, pid, Option.getOrUndefined(status), stderrTail)),
+      )
+    const outside = (who: accept.Outsider) => {
+      // It presented our secret: it is our worker, run where we cannot stop it.
+      if (who.pid !== null) killQuietly(who.pid)
+      return failure("OutsideProcessGroup", `pid ${who.pid ?? "?"}, process group ${who.pgid ?? "?"}; expected ${pid}`)
+    }
+    // A launcher that exits with code 0 may have handed Python to another session.
+    const exitedFirst = Effect.flatMap(proc.exited, (status: ExitStatus) => {
+      const seen = listener.outsider()
+      if (seen !== undefined) return outside(seen)
+      if (status.exitCode !== 0) return failure("ProcessExited", "the process exited")
+      return listener.accept(pid).pipe(
+        Effect.timeoutOption(OUTSIDER_GRACE),
+        Effect.matchEffect({
+          onFailure: outside,
+          onSuccess: Option.match({
+            onNone: () => failure("ProcessExited", "the process exited"),
+            onSome: (socket) => {
+              socket.destroy()
+              return outside({ pid: null, pgid: null })
+            },
+          }),
+        }),
+      )
+    })
+    const socket = yield* listener.accept(pid).pipe(
+      Effect.catchAll(outside),
+      Effect.timeoutOption(config.connectTimeout),
+      Effect.raceFirst(exitedFirst),
+      Effect.flatMap(Option.match({
+        // Stopped first, so the error quotes its complete stderr without waiting for it.
+        onNone: () => Effect.zipRight(proc.terminate, failure("Timeout", "deadline passed")),
+        onSome: Effect.succeed,
+      })),
+    )
+    return { process: proc, transport: fromSocket(socket) }
+  })
+
+const killQuietly = (pid: number) => {
+  for (const target of [-pid, pid]) {
+    try {
+      process.kill(target, "SIGKILL")
+    } catch {
+      // Gone already, or not a group leader.
+    }
+  }
+}
+
+const listenDetail = (cause: unknown): string => {
+  const flag = permissionFlag(cause, { net: "127.0.0.1" })
+  if (flag !== undefined) return `Deno needs ${flag}`
+  return cause instanceof Error ? cause.message : String(cause)
+}
+
+const connectError = (
+  reason: WorkerConnectError["reason"],
+  timeout: Duration.Duration,
+  detail: string,
+  pid: number | null = null,
+  status?: ExitStatus,
+  stderrTail = "",
+) =>
+  new WorkerConnectError({
+    reason,
+    timeoutMillis: Duration.toMillis(timeout),
+    detail,
+    pid,
+    exitCode: status?.exitCode ?? null,
+    signal: status?.signal ?? null,
+    stderrTail,
+  })

@@ -1,0 +1,134 @@
+/**
+ * The worker's stdout and stderr as lines, in bounded memory whatever the
+ * worker prints: progress bars that redraw with `\r` and never print `\n`,
+ * output with no newline at all, bytes that are not UTF-8.
+ *
+ * A line ends at `\n`, `\r\n` or `\r`; a line longer than `maxLineBytes` is
+ * cut into pieces of at most that size; invalid UTF-8 becomes U+FFFD. The
+ * stderr tail keeps the latest lines up to a byte budget and, like a
+ * terminal, keeps only the last redraw of a line that ended with a bare `\r`.
+ *
+ * @internal
+ */
+
+/**
+ * Longest piece of one output line kept or logged at once.
+ *
+ * @internal
+ */
+export const MAX_LINE_BYTES = 8 * 1024
+
+const LF = 0x0a
+const CR = 0x0d
+
+/** How a line ended: a bare `\r` means the next line redraws it. */
+export type LineEnd = "newline" | "redraw" | "cut"
+
+/** @internal */
+export class LineSplitter {
+  private readonly line: Uint8Array
+  private filled = 0
+  private pendingCr = false
+  private readonly decoder = new TextDecoder("utf-8", { fatal: false })
+
+  constructor(
+    private readonly emit: (line: string, end: LineEnd) => void,
+    maxLineBytes: number = MAX_LINE_BYTES,
+  ) {
+    this.line = new Uint8Array(maxLineBytes)
+  }
+
+  push(chunk: Uint8Array): void {
+    let start = 0
+    if (this.pendingCr && chunk.length > 0) {
+      // A `\r` that ended the previous chunk: `\r\n` is one newline, anything else a redraw.
+      this.pendingCr = false
+      this.flush(chunk[0] === LF ? "newline" : "redraw")
+      if (chunk[0] === LF) start = 1
+    }
+    for (let i = start; i < chunk.length; i++) {
+      const byte = chunk[i]
+      if (byte !== LF && byte !== CR) continue
+      this.append(chunk, start, i)
+      start = i + 1
+      if (byte === LF) {
+        this.flush("newline")
+      } else if (i + 1 === chunk.length) {
+        this.pendingCr = true
+      } else if (chunk[i + 1] === LF) {
+        this.flush("newline")
+        start = ++i + 1
+      } else {
+        this.flush("redraw")
+      }
+    }
+    this.append(chunk, start, chunk.length)
+  }
+
+  /** Emits what is left once the stream has ended. */
+  end(): void {
+    if (this.filled > 0 || this.pendingCr) this.flush(this.pendingCr ? "redraw" : "newline")
+    this.pendingCr = false
+  }
+
+  private append(chunk: Uint8Array, from: number, to: number): void {
+    while (from < to) {
+      const take = Math.min(this.line.length - this.filled, to - from)
+      this.line.set(chunk.subarray(from, from + take), this.filled)
+      this.filled += take
+      from += take
+      if (this.filled === this.line.length) this.flush("cut")
+    }
+  }
+
+  private flush(end: LineEnd): void {
+    // A cut may split a UTF-8 sequence: the decoder carries it into the next piece.
+    const text = this.decoder.decode(this.line.subarray(0, this.filled), { stream: end === "cut" })
+    this.filled = 0
+    this.emit(text, end)
+  }
+}
+
+const utf8 = new TextEncoder()
+
+/**
+ * The latest lines of a stream within `maxBytes` (UTF-8), oldest first.
+ *
+ * @internal
+ */
+export class LineTail {
+  private lines: Array<{ text: string; bytes: number }> = []
+  private head = 0
+  private bytes = 0
+  private redrawNext = false
+
+  constructor(private readonly maxBytes: number) {}
+
+  push(text: string, end: LineEnd): void {
+    if (this.redrawNext && this.lines.length > this.head) this.drop(this.lines.length - 1)
+    this.redrawNext = end === "redraw"
+    // Pieces of a cut line arrive separately; each counts its own bytes plus the newline that joins them.
+    const bytes = utf8.encode(text).length + 1
+    this.lines.push({ text, bytes })
+    this.bytes += bytes
+    while (this.bytes > this.maxBytes && this.lines.length > this.head) {
+      this.bytes -= this.lines[this.head].bytes
+      this.head++
+    }
+    if (this.head > 1024 && this.head * 2 > this.lines.length) {
+      this.lines = this.lines.slice(this.head)
+      this.head = 0
+    }
+  }
+
+  get text(): string {
+    let text = ""
+    for (let i = this.head; i < this.lines.length; i++) text += (i === this.head ? "" : "\n") + this.lines[i].text
+    return text
+  }
+
+  private drop(index: number): void {
+    this.bytes -= this.lines[index].bytes
+    this.lines.splice(index, 1)
+  }
+}
