@@ -190,13 +190,16 @@ class Dispatcher:
         if not response.get("ok"):
             return encode_error_response(response, max_frame_bytes), stop
         method = request.get("method") if isinstance(request, dict) else None
-        too_large = ResultTooLargeError(
-            f"the answer to {quote(method)} encodes to {len(payload)} bytes, above the frame limit of "
-            f"{max_frame_bytes} bytes ({MAX_FRAME_ENV}, the client's maxFrameBytes); nothing was sent, "
-            "the worker keeps serving and its models are unchanged"
-        )
-        del payload
-        return encode_error_response(error_response(response.get("id"), too_large), max_frame_bytes), False
+        size = len(payload)
+        del payload, response["result"]
+        try:
+            raise ResultTooLargeError(
+                f"the answer to {quote(method)} encodes to {size} bytes, above the frame limit of "
+                f"{max_frame_bytes} bytes ({MAX_FRAME_ENV}, the client's maxFrameBytes); nothing was sent, "
+                "the worker keeps serving and its models are unchanged"
+            )
+        except ResultTooLargeError as too_large:
+            return encode_error_response(error_response(response.get("id"), too_large), max_frame_bytes), False
 
     def handle(self, request):
         """Runs one decoded request and returns (response, stop)."""

@@ -48,7 +48,9 @@ def clip_head(text, limit):
     if len(text) <= limit:
         return text
     marker = f"...({len(text)} chars)"
-    return text[: max(limit - len(marker), 0)] + marker
+    if len(marker) >= limit:
+        return text[: max(limit, 0)]
+    return text[: limit - len(marker)] + marker
 
 
 def clip_middle(text, limit):
@@ -56,7 +58,9 @@ def clip_middle(text, limit):
     if len(text) <= limit:
         return text
     marker = f"\n...({len(text) - limit} of {len(text)} chars left out)...\n"
-    room = max(limit - len(marker), 0)
+    if len(marker) >= limit:
+        return text[: max(limit, 0)]
+    room = limit - len(marker)
     head = room // 2
     tail = room - head
     return text[:head] + marker + (text[-tail:] if tail else "")
