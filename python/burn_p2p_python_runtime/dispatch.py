@@ -3,16 +3,52 @@
 Dispatch owns the model table (ids ``m1``, ``m2``, ... minted here and never
 reused), checks params before they reach the workload, and checks results
 before they reach the wire. It never touches the socket.
+
+Nothing a frame holds can kill the worker: a body that cannot be decoded (not
+UTF-8, not JSON, nested past ``limits.MAX_JSON_DEPTH``, out of memory) and a
+result that cannot be encoded (not JSON-able, too deep, larger than the frame
+limit) each get an ``ok: false`` answer, and the model table is untouched.
+Every error answer quotes values and formats tracebacks within the bounds of
+``limits``, and is shrunk to fit in the frame limit.
 """
 
 import json
 import math
+import re
 
 from . import PROTOCOL_VERSION
+from .limits import (
+    ID_SCAN_BYTES,
+    MAX_ERROR_CHARS,
+    MAX_JSON_DEPTH,
+    MAX_MESSAGE_CHARS,
+    MAX_TRACEBACK_CHARS,
+    QUOTE_CHARS,
+    clip_head,
+    clip_middle,
+    nests_deeper_than,
+    quote,
+)
+from .transport import DEFAULT_MAX_FRAME_BYTES, MAX_FRAME_ENV
 
 
 class MalformedRequestError(ValueError):
     """The frame is not a JSON object with an integer ``id`` and a string ``method``."""
+
+
+class RequestDecodeError(MalformedRequestError):
+    """The frame body cannot be decoded: not UTF-8, not JSON, or too big for memory.
+
+    ``request_id`` is the id read from the frame's ``{"id":N`` prefix, or None.
+    """
+
+    def __init__(self, message, request_id=None):
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class RequestTooDeepError(RequestDecodeError):
+    """The request nests deeper than ``MAX_JSON_DEPTH`` (see ``limits``)."""
 
 
 class UnknownMethodError(LookupError):
@@ -37,24 +73,79 @@ class InvalidResultError(ValueError):
     """A workload returned something JSON cannot carry."""
 
 
-def error_response(request_id, error, error_type=None):
-    """The error answer: ``error`` is message plus traceback, as the reference sends it."""
-    name = error_type or type(error).__name__
-    # Imported here: traceback and its imports cost ~3 ms of every worker's start-up.
-    import traceback
+class ResultEncodeError(InvalidResultError):
+    """The result cannot be encoded as JSON (not JSON-able, NaN, circular, out of memory)."""
 
-    formatted = "".join(traceback.format_exception(error))
+
+class ResultTooDeepError(ResultEncodeError):
+    """The result nests deeper than ``MAX_JSON_DEPTH`` (see ``limits``)."""
+
+
+class ResultTooLargeError(InvalidResultError):
+    """The encoded answer is larger than the frame limit the client reads."""
+
+
+def error_response(request_id, error, error_type=None):
+    """The error answer: ``error`` is message plus traceback, as the reference sends it.
+
+    Bounded whatever the exception holds: see ``limits`` for the sizes.
+    """
+    name = clip_head(error_type or type(error).__name__, QUOTE_CHARS)
+    message = clip_head(_safe_str(error), MAX_MESSAGE_CHARS)
+    formatted = format_traceback(error)
     return {
         "id": request_id,
         "ok": False,
-        "error": f"{name}: {error}\n{formatted}",
+        "error": clip_middle(f"{name}: {message}\n{formatted}", MAX_ERROR_CHARS),
         "error_type": name,
         "traceback": formatted,
     }
 
 
+def format_traceback(error):
+    """``traceback.format_exception(error)``, each piece (a frame, an exception line) and the whole bounded."""
+    # Imported here: traceback and its imports cost ~3 ms of every worker's start-up.
+    import traceback
+
+    try:
+        pieces = traceback.TracebackException.from_exception(error).format()
+        text = "".join(_clip_piece(piece) for piece in pieces)
+    except Exception as failure:  # a hostile __str__ or __notes__, or no memory left
+        text = f"Traceback unavailable: {type(failure).__name__} while formatting {type(error).__name__}\n"
+    return clip_middle(text, MAX_TRACEBACK_CHARS)
+
+
+def _clip_piece(piece):
+    if len(piece) <= MAX_MESSAGE_CHARS:
+        return piece
+    return clip_head(piece, MAX_MESSAGE_CHARS - 1) + "\n"
+
+
+def _safe_str(error):
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__}.__str__ failed>"
+
+
 def encode_response(response):
     return json.dumps(response, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def encode_error_response(response, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
+    """Encodes an error answer, shrinking its ``error`` and ``traceback`` until the frame fits ``max_frame_bytes``."""
+    payload = encode_response(response)
+    error, traceback_text = response.get("error", ""), response.get("traceback", "")
+    error_chars, traceback_chars = len(error), len(traceback_text)
+    while len(payload) > max_frame_bytes and (error_chars > 0 or traceback_chars > 0):
+        # Halve both; text escaped as \uXXXX takes up to 12 bytes a character.
+        error_chars, traceback_chars = error_chars // 2, traceback_chars // 2
+        if error_chars < 32:
+            error_chars = traceback_chars = 0
+        smaller = dict(response, traceback=clip_middle(traceback_text, traceback_chars))
+        smaller["error"] = clip_middle(error, error_chars) if error_chars else smaller.get("error_type", "")
+        payload = encode_response(smaller)
+    return payload
 
 
 class Dispatcher:
@@ -78,21 +169,37 @@ class Dispatcher:
             "shutdown": self._shutdown,
         }
 
-    def handle_frame(self, body):
-        """Decodes one request frame, runs it, and returns (response bytes, stop)."""
+    def handle_frame(self, body, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
+        """Decodes one request frame, runs it, and returns (response bytes, stop).
+
+        The response bytes never exceed ``max_frame_bytes`` (short of a limit
+        too small for a bare error answer): a larger result is answered with a
+        ``ResultTooLargeError`` instead.
+        """
         try:
-            request = json.loads(body)
-        except ValueError as error:
-            malformed = MalformedRequestError(f"request frame is not UTF-8 JSON: {error}")
-            malformed.__cause__ = error
-            return encode_response(error_response(None, malformed)), False
+            request = decode_request(body)
+        except RequestDecodeError as error:
+            return encode_error_response(error_response(error.request_id, error), max_frame_bytes), False
         response, stop = self.handle(request)
         try:
-            return encode_response(response), stop
-        except (TypeError, ValueError) as error:
-            invalid = InvalidResultError(f"result cannot be encoded as JSON: {error}")
-            invalid.__cause__ = error
-            return encode_response(error_response(response.get("id"), invalid)), False
+            payload = encode_result_response(response)
+        except ResultEncodeError as error:
+            return encode_error_response(error_response(response.get("id"), error), max_frame_bytes), False
+        if len(payload) <= max_frame_bytes:
+            return payload, stop
+        if not response.get("ok"):
+            return encode_error_response(response, max_frame_bytes), stop
+        method = request.get("method") if isinstance(request, dict) else None
+        size = len(payload)
+        del payload, response["result"]
+        try:
+            raise ResultTooLargeError(
+                f"the answer to {quote(method)} encodes to {size} bytes, above the frame limit of "
+                f"{max_frame_bytes} bytes ({MAX_FRAME_ENV}, the client's maxFrameBytes); nothing was sent, "
+                "the worker keeps serving and its models are unchanged"
+            )
+        except ResultTooLargeError as too_large:
+            return encode_error_response(error_response(response.get("id"), too_large), max_frame_bytes), False
 
     def handle(self, request):
         """Runs one decoded request and returns (response, stop)."""
@@ -107,7 +214,7 @@ class Dispatcher:
                 raise MalformedRequestError(f"request method must be a string, got {_describe(method)}")
             handler = self._methods.get(method)
             if handler is None:
-                raise UnknownMethodError(f"unknown method {method!r}; known methods: {', '.join(sorted(self._methods))}")
+                raise UnknownMethodError(f"unknown method {quote(method)}; known methods: {', '.join(sorted(self._methods))}")
             result = handler(request.get("params"))
         except Exception as error:
             return error_response(request_id, error), False
@@ -197,9 +304,66 @@ class Dispatcher:
         try:
             return self.models[model_id]
         except KeyError:
-            live = ", ".join(self.models) or "none"
             field = name if where == "params" else f"{where}.{name}"
-            raise UnknownModelError(f"unknown model id {model_id!r} in {field}; live models: {live}") from None
+            raise UnknownModelError(f"unknown model id {quote(model_id)} in {field}; live models: {_live(self.models)}") from None
+
+
+def _live(models, shown=20):
+    """The live model ids for an error message: the first ``shown``, then how many there are."""
+    if not models:
+        return "none"
+    ids = [quote(model_id) if len(model_id) > QUOTE_CHARS else model_id for model_id, _ in zip(models, range(shown))]
+    return ", ".join(ids) + (f", ... ({len(models)} in all)" if len(models) > shown else "")
+
+
+# How our client (and serde, field order id then method) starts every request frame.
+_ID_PREFIX = re.compile(rb'\s*\{\s*"id"\s*:\s*(-?(?:0|[1-9][0-9]{0,19}))\s*[,}]')
+
+
+def recover_request_id(body):
+    """The id of a request whose body cannot be decoded, from its ``{"id":N,`` prefix; None when there is none."""
+    match = _ID_PREFIX.match(bytes(body[:ID_SCAN_BYTES]))
+    return int(match.group(1)) if match else None
+
+
+def decode_request(body):
+    """``json.loads(body)``, every failure a ``RequestDecodeError`` carrying the id read from the raw prefix."""
+    try:
+        request = json.loads(body)
+    except RecursionError as error:
+        raise RequestTooDeepError(
+            f"request frame of {len(body)} bytes nests deeper than the JSON depth limit of {MAX_JSON_DEPTH}",
+            recover_request_id(body),
+        ) from error
+    except MemoryError as error:
+        raise RequestDecodeError(f"out of memory decoding a request frame of {len(body)} bytes", recover_request_id(body)) from error
+    except Exception as error:  # ValueError: bad UTF-8, bad JSON, an integer too long to convert
+        raise RequestDecodeError(
+            f"request frame of {len(body)} bytes is not UTF-8 JSON: {clip_head(_safe_str(error), MAX_MESSAGE_CHARS // 2)}",
+            recover_request_id(body),
+        ) from error
+    # The envelope is one level; params may use MAX_JSON_DEPTH more.
+    if nests_deeper_than(request, MAX_JSON_DEPTH + 1):
+        raise RequestTooDeepError(
+            f"request params nest deeper than the JSON depth limit of {MAX_JSON_DEPTH}", _readable_id(request)
+        )
+    return request
+
+
+def encode_result_response(response):
+    """``encode_response``, every failure a ``ResultEncodeError``; an ok answer's result must be at most MAX_JSON_DEPTH deep."""
+    try:
+        payload = encode_response(response)
+        deep = response.get("ok") and nests_deeper_than(response.get("result"), MAX_JSON_DEPTH, exact=False)
+    except RecursionError as error:
+        raise ResultTooDeepError(f"result nests deeper than the JSON depth limit of {MAX_JSON_DEPTH}") from error
+    except MemoryError as error:
+        raise ResultEncodeError("out of memory encoding the result as JSON") from error
+    except Exception as error:  # TypeError: not JSON-able; ValueError: NaN, a circular reference, a huge int
+        raise ResultEncodeError(f"result cannot be encoded as JSON: {clip_head(_safe_str(error), MAX_MESSAGE_CHARS // 2)}") from error
+    if deep:
+        raise ResultTooDeepError(f"result nests deeper than the JSON depth limit of {MAX_JSON_DEPTH}")
+    return payload
 
 
 def _readable_id(request):
@@ -234,8 +398,7 @@ def _field(params, name, kinds, where="params"):
 def _describe(value):
     if value is None:
         return "null"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 80 else text[:77] + '...'}"
+    return f"{clip_head(type(value).__name__, QUOTE_CHARS)} {quote(value)}"
 
 
 def _checked_metrics(metrics, method):
@@ -243,11 +406,12 @@ def _checked_metrics(metrics, method):
         raise InvalidMetricError(f"{method} returned {_describe(metrics)}, expected a dict of metrics")
     for name, value in metrics.items():
         if not isinstance(name, str):
-            raise InvalidMetricError(f"metric name {name!r} is not a string")
+            raise InvalidMetricError(f"metric name {quote(name)} is not a string")
         if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidMetricError(f"metric {name!r} is {value!r}, which JSON cannot carry")
+            raise InvalidMetricError(f"metric {quote(name)} is {value!r}, which JSON cannot carry")
         if not isinstance(value, (bool, int, float, str)):
             raise InvalidMetricError(
-                f"metric {name!r} has a {type(value).__name__} value; metric values must be bool, int, float or str"
+                f"metric {quote(name)} has a {clip_head(type(value).__name__, QUOTE_CHARS)} value; "
+                "metric values must be bool, int, float or str"
             )
     return metrics

@@ -9,6 +9,8 @@ import struct
 _HEADER = struct.Struct(">Q")
 HEADER_BYTES = _HEADER.size
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
+MAX_FRAME_ENV = "BURN_P2P_WORKER_MAX_FRAME_BYTES"
+"""Environment variable with the largest frame body, both ways (the client passes its ``maxFrameBytes``)."""
 
 
 class FrameError(ConnectionError):
@@ -23,8 +25,22 @@ class OversizeFrameError(FrameError):
 
 
 def connect(host, port):
-    """A blocking TCP connection with Nagle off, so replies leave at once."""
-    sock = socket.create_connection((host, port))
+    """A blocking TCP connection with Nagle off, so replies leave at once.
+
+    A numeric IPv4 host (the client's ``127.0.0.1``) is connected to directly,
+    without the resolver round of ``create_connection``.
+    """
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except (OSError, TypeError, ValueError):
+        sock = socket.create_connection((host, port))
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
     sock.setblocking(True)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock

@@ -7,19 +7,21 @@ reference worker does, so a workload written for the reference runs unchanged.
 
 import importlib
 
+from .limits import QUOTE_CHARS, clip_head, quote
+
 
 def load_factory(spec):
     """Resolves ``MODULE:ATTR`` to a callable factory."""
     module_name, sep, attr_name = spec.partition(":")
     if not sep or not module_name or not attr_name:
-        raise ValueError(f"factory must be MODULE:ATTR, got {spec!r}")
+        raise ValueError(f"factory must be MODULE:ATTR, got {quote(spec)}")
     module = importlib.import_module(module_name)
     try:
         factory = getattr(module, attr_name)
     except AttributeError:
-        raise AttributeError(f"module {module_name!r} has no attribute {attr_name!r}") from None
+        raise AttributeError(f"module {quote(module_name)} has no attribute {quote(attr_name)}") from None
     if not callable(factory):
-        raise TypeError(f"{spec!r} is not callable: found {type(factory).__name__} {factory!r}")
+        raise TypeError(f"{quote(spec)} is not callable: found {clip_head(type(factory).__name__, QUOTE_CHARS)} {quote(factory)}")
     return factory
 
 
@@ -68,7 +70,7 @@ class WorkloadAdapter:
             return
         data = self._required("materialize_model_artifact", "materialize_model_artifact_path")(state)
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"materialize_model_artifact returned {type(data).__name__}, expected bytes")
+            raise TypeError(f"materialize_model_artifact returned {clip_head(type(data).__name__, QUOTE_CHARS)}, expected bytes")
         with open(path, "wb") as handle:
             handle.write(data)
 
@@ -85,5 +87,5 @@ class WorkloadAdapter:
         method = getattr(self.workload, name, None)
         if method is None:
             either = f"{alternative} or {name}" if alternative else name
-            raise NotImplementedError(f"workload {self.workload_name!r} does not implement {either}")
+            raise NotImplementedError(f"workload {quote(self.workload_name)} does not implement {either}")
         return method

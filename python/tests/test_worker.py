@@ -134,7 +134,8 @@ class TransportTest(unittest.TestCase):
 class WorkerProcess:
     """A worker subprocess connected back to a listener owned by the test."""
 
-    def __init__(self, test, factory=REFERENCE, config=None, env=None, stdin=subprocess.DEVNULL, script=None, config_json=None):
+    def __init__(self, test, factory=REFERENCE, config=None, env=None, stdin=subprocess.DEVNULL, script=None, config_json=None,
+                 config_file=None, start_new_session=False):
         self.test = test
         self.listener = socket.create_server(("127.0.0.1", 0))
         test.addCleanup(self.listener.close)
@@ -142,15 +143,18 @@ class WorkerProcess:
         command = [
             sys.executable, *entry,
             "--factory", factory,
-            "--config-json", config_json if config_json is not None else json.dumps(config or {}),
+            *(["--config-file", str(config_file)] if config_file is not None else
+              ["--config-json", config_json if config_json is not None else json.dumps(config or {})]),
             "--connect-host", "127.0.0.1",
             "--connect-port", str(self.listener.getsockname()[1]),
         ]
         full_env = dict(os.environ)
         full_env.pop("BURN_P2P_WORKER_EXIT_ON_STDIN_EOF", None)
+        full_env.pop("BURN_P2P_WORKER_CONNECT_TOKEN", None)
         full_env.update({"PYTHONPATH": os.pathsep.join([str(ROOT / "python"), str(FIXTURES)]), "PYTHONUNBUFFERED": "1"})
         full_env.update(env or {})
-        self.process = subprocess.Popen(command, env=full_env, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(command, env=full_env, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        start_new_session=start_new_session)
         test.addCleanup(self.stop)
         self.sock = None
         self.next_id = 0
@@ -302,8 +306,8 @@ class WorkerTest(unittest.TestCase):
         boom = worker.call("evaluate", {"model_id": model, "split": "Train"})
         assert_error(boom, "RuntimeError", "boom from workload")
         self.assertIn("echo_workload.py", boom["traceback"])
-        assert_error(worker.send_raw(b"{not json"), "MalformedRequestError", "not UTF-8 JSON", request_id=None)
-        assert_error(worker.send_raw(b"\xff\xfe"), "MalformedRequestError", request_id=None)
+        assert_error(worker.send_raw(b"{not json"), "RequestDecodeError", "not UTF-8 JSON", request_id=None)
+        assert_error(worker.send_raw(b"\xff\xfe"), "RequestDecodeError", request_id=None)
         assert_error(worker.send_raw(b'{"method": "hello"}'), "MalformedRequestError", "id must be an integer", request_id=None)
         assert_error(worker.send_raw(b'[1, "hello"]'), "MalformedRequestError", "JSON object", request_id=None)
         assert_error(worker.send_raw(b'{"id": 41, "method": 7}'), "MalformedRequestError", "method must be a string", request_id=41)
