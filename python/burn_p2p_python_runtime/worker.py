@@ -36,7 +36,7 @@ Environment:
   sends 64 lowercase hex characters). When set and non-empty, the worker
   removes it from its environment at once (workload children never see it)
   and, right after its TCP connect, before reading any request, sends one
-  frame whose body is the compact JSON ``{"connect_token":"<token>"}``, so the
+  frame whose body is the compact JSON ``{"connect_token":"<token>","pid":N,"pgid":N}``, so the
   client can tell its own worker from any other local process that connects.
   Absent or empty: no such frame (the reference client knows no token).
 
@@ -88,7 +88,9 @@ def main(argv=None):
         return 2
     dispatcher = Dispatcher(WorkloadAdapter(workload))
     del config_text
-    token_frame = json.dumps({"connect_token": token}, separators=(",", ":")).encode("utf-8") if token else None
+    # The pid and group let the client tell a worker a launcher moved into its own session (setsid).
+    proof = {"connect_token": token, "pid": os.getpid(), "pgid": os.getpgrp()}
+    token_frame = json.dumps(proof, separators=(",", ":")).encode("utf-8") if token else None
     try:
         sock = connect(args.connect_host, args.connect_port)
     except OSError as error:
