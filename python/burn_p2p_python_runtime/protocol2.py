@@ -94,7 +94,7 @@ def generic_path_possible(workload):
     declared = getattr(workload, GENERIC_ATTRIBUTE, None)
     if declared is not None:
         return bool(declared)
-    return "torch" in sys.modules
+    return sys.modules.get("torch") is not None
 
 
 def capabilities(workload):
