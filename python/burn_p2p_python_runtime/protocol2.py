@@ -38,9 +38,10 @@ Capabilities are truthful for the workload loaded, in the reference's order:
 
 "The generic path is possible" means: the workload's optional attribute
 ``supports_generic_parameter_packs`` (bool) when it has one; otherwise torch
-is loaded in the worker process (``"torch" in sys.modules``: the runtime
+is loaded in the worker process (``sys.modules["torch"]``: the runtime
 itself never imports torch, so in a worker only the workload can have). The
-state shape is still checked on every call.
+state's shape is still checked on every call: a torch workload whose states
+are not modules should set ``supports_generic_parameter_packs = False``.
 
 ``parameter_pack_plan`` and workloads with their own hooks
 -----------------------------------------------------------
