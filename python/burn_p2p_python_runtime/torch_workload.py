@@ -330,7 +330,9 @@ class TorchWorkload:
         steps, to a new file beside the output pack
         (``<output_parameter_pack_path>.inner-optimizer.pt``, written with
         ``torch.save``, encoding ``"torch-save-v1"``), whose path the answer
-        returns. The input file is only read, so a round can be retried.
+        returns. The input file is only read, so a round can be retried. It
+        is read with ``torch.load`` (pickle: torch 1.13's ``weights_only``
+        cannot read optimizer state), so it must come from the owner.
         """
         state = _model(state)
         settings = self.settings
