@@ -300,30 +300,72 @@ def export_torch_pack(state, folder, model_schema_hash, state_dict_filter):
 def import_torch_pack(state, folder, state_dict_filter):
     """Loads a pack into ``state``'s tensors, each cast back to its own dtype and device.
 
-    Everything is checked (format, byte length, layout hash) and the whole
-    file read before the first tensor changes.
+    Everything that can disagree (format, byte length, layout hash) is
+    checked before the first tensor changes: a pack that does not fit is an
+    error and leaves the model untouched. The values are then read in one
+    pass: straight into the memory of every float32, contiguous CPU tensor
+    that is a live parameter or buffer (on a little-endian host), and into a
+    float32 buffer per tensor for the rest, which ``load_state_dict`` then
+    copies in (casting dtype and device). Only a read failing half-way (the
+    file truncated under us) can leave the model partly loaded; the worker
+    imports into a fresh model and drops it on any error, so no caller ever
+    sees one.
     """
     import torch
 
     plan = plan_for(state, normalize_filter(state_dict_filter))
     manifest, values_path, count = read_manifest(folder)
     check_layout(manifest, plan.layout_hash, plan.parameter_count)
-    values = read_f32_tensor(values_path, count)
-    offsets, offset = [], 0
-    for entry in plan.layout:
-        offsets.append(offset)
-        offset += entry["numel"]
-    with torch.no_grad():
-        for _name, module, state_dict, kept in plan.modules:
-            if not kept:
-                continue
-            replaced = dict(state_dict)
+    staged = []
+    with open(values_path, "rb", buffering=0) as handle, torch.no_grad():
+        for _name, module, _state_dict, kept in plan.modules:
+            live = set()
+            for tensor in (*module.parameters(), *module.buffers()):
+                live.add((tensor.data_ptr(), tensor.numel(), tensor.dtype))
+            later = {}
             for index, key in kept:
-                entry = plan.layout[index]
-                replaced[key] = values[offsets[index] : offsets[index] + entry["numel"]].view(entry["shape"])
-            # load_state_dict copies into the live tensors (param.copy_), casting dtype and device.
-            module.load_state_dict(replaced)
+                entry, tensor = plan.layout[index], plan.tensors[index]
+                if entry["numel"] == 0:
+                    later[key] = torch.empty(entry["shape"], dtype=torch.float32)
+                elif _fills_in_place(tensor, live):
+                    _read_exactly(handle, _tensor_memory(tensor.view(-1)), values_path)
+                else:
+                    buffer = torch.empty(entry["numel"], dtype=torch.float32)
+                    _read_exactly(handle, _tensor_memory(buffer), values_path)
+                    if BIG_ENDIAN_HOST:
+                        buffer = _swapped_words(buffer).view(torch.float32)
+                    later[key] = buffer.view(entry["shape"])
+            if later:
+                staged.append((module, later))
+        if handle.read(1):
+            raise ParameterPackError(f"{values_path} holds more than {4 * count} bytes")
+        for module, later in staged:
+            # Copies into the live tensors (param.copy_), casting dtype and device.
+            result = module.load_state_dict(later, strict=False)
+            if result.unexpected_keys:
+                raise ParameterPackError(f"load_state_dict did not take {result.unexpected_keys}")
     return plan
+
+
+def _fills_in_place(tensor, live):
+    import torch
+
+    return (
+        not BIG_ENDIAN_HOST
+        and tensor.dtype == torch.float32
+        and tensor.device.type == "cpu"
+        and tensor.is_contiguous()
+        and (tensor.data_ptr(), tensor.numel(), tensor.dtype) in live
+    )
+
+
+def _read_exactly(handle, memory, path):
+    filled = 0
+    while filled < len(memory):
+        got = handle.readinto(memory[filled : filled + _READ_CHUNK])
+        if not got:
+            raise ParameterPackError(f"{path} ended early: {len(memory) - filled} bytes of a tensor are missing")
+        filled += got
 
 
 def cpu_f32(tensor):

@@ -682,6 +682,26 @@ class GenericPackTest(TorchCase):
         again = workload.import_parameter_pack_path("cpu", os.path.join(self.dir, "back"))
         self.assertEqual((again.weight, again.bias), (state.weight, state.bias))
 
+    def test_state_dict_copies_are_loaded_through_load_state_dict(self):
+        class Cloning(torch.nn.Linear):
+            """A module whose state_dict hands out copies, not views of its parameters."""
+
+            def state_dict(self, *args, **kwargs):
+                return {key: value.clone() for key, value in super().state_dict(*args, **kwargs).items()}
+
+        source, target = torch.nn.Linear(3, 2), Cloning(3, 2)
+        path = os.path.join(self.dir, "pack")
+        pp.export_torch_pack(source, path, "h", None)
+        pp.import_torch_pack(target, path, None)
+        self.assertTrue(torch.equal(target.weight, source.weight))
+        self.assertTrue(torch.equal(target.bias, source.bias))
+        # And the in-place path writes the live parameters themselves.
+        plain = torch.nn.Linear(3, 2)
+        weight = plain.weight
+        pp.import_torch_pack(plain, path, None)
+        self.assertIs(plain.weight, weight)
+        self.assertTrue(torch.equal(weight, source.weight))
+
     def test_byteswap_path_writes_and_reads_big_endian_words(self):
         tensor = torch.tensor([1.0, -2.5, 3.25e-3, float("inf")])
         path = os.path.join(self.dir, "be.f32")
