@@ -7,7 +7,8 @@ reference worker writes for the same model and filter; only the speed
 differs: the reference goes through a Python list of floats and
 ``struct.pack`` (about 33 MB/s writing and 45 MB/s reading on a
 10M-parameter model), this module hands each tensor's memory to the file
-and reads the file straight into one float32 tensor (see
+and reads the file straight into the live float32 tensors (other dtypes and
+devices through one float32 buffer per tensor), a few GB/s each way (see
 ``scripts/bench/packs.py``).
 
 Manifest, written as ``json.dumps(manifest, indent=2)`` (two-space indent,
@@ -375,8 +376,13 @@ def cpu_f32(tensor):
     return tensor.detach().to("cpu", torch.float32).contiguous()
 
 
-def write_f32_tensors(path, tensors, byteswap=BIG_ENDIAN_HOST):
-    """Writes each tensor's values as float32 little-endian, straight from its memory."""
+def write_f32_tensors(path, tensors, byteswap=None):
+    """Writes each tensor's values as float32 little-endian, straight from its memory.
+
+    ``byteswap`` (default: whether this host is big-endian) reverses each
+    4-byte word on the way out.
+    """
+    byteswap = BIG_ENDIAN_HOST if byteswap is None else byteswap
 
     def write(handle):
         for tensor in tensors:
@@ -390,9 +396,11 @@ def write_f32_tensors(path, tensors, byteswap=BIG_ENDIAN_HOST):
     _replace_atomically(path, write)
 
 
-def read_f32_tensor(path, count, byteswap=BIG_ENDIAN_HOST):
+def read_f32_tensor(path, count, byteswap=None):
     """Reads ``count`` little-endian float32 values from ``path`` into one new CPU tensor."""
     import torch
+
+    byteswap = BIG_ENDIAN_HOST if byteswap is None else byteswap
 
     values = torch.empty(count, dtype=torch.float32)
     if count:

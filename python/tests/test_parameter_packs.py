@@ -426,6 +426,14 @@ class ReferenceWorkloadPackTest(unittest.TestCase):
         self.worker.error("import_parameter_pack", {"device": "cpu", "parameter_pack_path": os.path.join(self.dir, "nothing")}, "has no manifest.json")
         self.worker.error("export_parameter_pack", {"model_id": "m7", "parameter_pack_path": output, "model_schema_hash": "h"}, "UnknownModelError")
 
+    def test_a_big_endian_host_swaps_the_words(self):
+        with mock.patch.object(pp, "BIG_ENDIAN_HOST", True):
+            path = self.export("be")
+            again = self.workload.import_parameter_pack_path("cpu", path)
+        flat = self.state.bias + [v for row in self.state.weight for v in row]
+        self.assertEqual(read_pack(path)[0], struct.pack(f">{len(flat)}f", *flat))
+        self.assertEqual((again.weight, again.bias), (self.state.weight, self.state.bias))
+
     def test_determinism(self):
         first, second = rw.make({"dataset_seed": 2}), rw.make({"dataset_seed": 2})
         packs = []
@@ -709,6 +717,28 @@ class GenericPackTest(TorchCase):
         with open(path, "rb") as handle:
             self.assertEqual(handle.read(), struct.pack(">4f", *tensor.tolist()))
         self.assertTrue(torch.equal(pp.read_f32_tensor(path, 4, byteswap=True), tensor))
+
+    def test_a_big_endian_host_writes_and_reads_the_same_little_endian_file(self):
+        # Simulated: on a little-endian host, "swap because the host is big-endian" must turn
+        # the file into big-endian words, and reading it back must undo exactly that.
+        module, target = self.build(9), self.build(10)
+        path = os.path.join(self.dir, "be")
+        with mock.patch.object(pp, "BIG_ENDIAN_HOST", True):
+            pp.export_torch_pack(module, path, "h", None)
+            pp.import_torch_pack(target, path, None)
+            workload = rw.make({})
+            softmax = workload.init_model("cpu")
+            workload.export_parameter_pack_path(softmax, os.path.join(self.dir, "be-softmax"), "h")
+            again = workload.import_parameter_pack_path("cpu", os.path.join(self.dir, "be-softmax"))
+        values, manifest = read_pack(path)
+        expected, expected_manifest = reference_pack(module, "h")
+        self.assertEqual(manifest, expected_manifest)
+        self.assertEqual(values, struct.pack(f">{len(expected) // 4}f", *struct_values(expected)))
+        for key, value in module.state_dict().items():
+            self.assertTrue(torch.equal(target.state_dict()[key], value), key)
+        flat = softmax.bias + [v for row in softmax.weight for v in row]
+        self.assertEqual(read_pack(os.path.join(self.dir, "be-softmax"))[0], struct.pack(f">{len(flat)}f", *flat))
+        self.assertEqual((again.weight, again.bias), (softmax.weight, softmax.bias))
 
     def test_without_numpy_the_bytes_are_the_same(self):
         module = self.build(7)

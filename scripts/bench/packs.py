@@ -4,9 +4,8 @@
 
 The model is a stack of ``--layers`` square Linear layers holding about
 ``--params`` float32 parameters (default 10M). "ours" is
-``burn_p2p_python_runtime.parameter_pack`` (tensor memory straight to the
-file; the file read straight into one float32 tensor, then copied into the
-parameters). "baseline" does what the reference worker does: each tensor
+``burn_p2p_python_runtime.parameter_pack`` (each tensor's memory written
+straight to the file; the file read straight into the parameters' memory). "baseline" does what the reference worker does: each tensor
 through ``tolist()`` and ``struct.pack`` in chunks of 65536 values, and back
 through ``struct.unpack`` into a list and ``torch.tensor``. Both write a
 complete pack (values and manifest); the two packs must be byte-identical,
