@@ -16,7 +16,7 @@ import json
 import math
 import re
 
-from . import PROTOCOL_VERSION
+from . import PROTOCOL_VERSION, protocol2
 from .limits import (
     ID_SCAN_BYTES,
     MAX_ERROR_CHARS,
@@ -167,6 +167,11 @@ class Dispatcher:
             "reconcile_canonical_model": self._reconcile_canonical_model,
             "release_model": self._release_model,
             "shutdown": self._shutdown,
+            # Protocol 2 (see protocol2.py).
+            "parameter_pack_plan": self._parameter_pack_plan,
+            "export_parameter_pack": self._export_parameter_pack,
+            "import_parameter_pack": self._import_parameter_pack,
+            "run_inner_loop": self._run_inner_loop,
         }
 
     def handle_frame(self, body, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
@@ -221,7 +226,12 @@ class Dispatcher:
         return {"id": request_id, "ok": True, "result": result}, method == "shutdown"
 
     def _hello(self, _params):
-        return {"protocol_version": PROTOCOL_VERSION, "workload_name": self.adapter.workload_name}
+        # Version 1 (or $BURN_P2P_WORKER_PROTOCOL_VERSION) plus the capability list: protocol2.py says why.
+        return {
+            "protocol_version": protocol2.reported_protocol_version(PROTOCOL_VERSION),
+            "workload_name": self.adapter.workload_name,
+            "capabilities": protocol2.capabilities(self.adapter.workload),
+        }
 
     def _capability_probe(self, _params):
         return {"runtime_device": self.adapter.runtime_device(), "capability": self.adapter.capability_probe()}
@@ -286,6 +296,47 @@ class Dispatcher:
 
     def _shutdown(self, _params):
         return {}
+
+    # -- protocol 2: parameter packs and the inner loop --------------------------
+
+    def _parameter_pack_plan(self, params):
+        device = _field(params, "device", str)
+        state_dict_filter = params.get("state_dict_filter")
+        # A fresh model, dropped afterwards, as the reference does.
+        return protocol2.parameter_pack_plan(self.adapter.workload, self.adapter.init_model(device), state_dict_filter)
+
+    def _export_parameter_pack(self, params):
+        state = self._model(params, "model_id")
+        path = _field(params, "parameter_pack_path", str)
+        schema_hash = _field(params, "model_schema_hash", str)
+        protocol2.export_parameter_pack(self.adapter.workload, state, path, schema_hash, params.get("state_dict_filter"))
+        return {"ok": True}
+
+    def _import_parameter_pack(self, params):
+        device = _field(params, "device", str)
+        path = _field(params, "parameter_pack_path", str)
+        state = protocol2.import_parameter_pack(
+            self.adapter.workload, self.adapter.init_model, device, path, params.get("state_dict_filter")
+        )
+        return {"model_id": self._mint(state)}
+
+    def _run_inner_loop(self, params):
+        state = self._model(params, "model_id")
+        _field(params, "batches", list)
+        steps = _field(params, "num_inner_steps", int)
+        if not 0 <= steps < 2**32:
+            raise InvalidParamsError(f"params.num_inner_steps must be in 0..2^32-1, got {steps}")
+        _field(params, "output_parameter_pack_path", str)
+        _field(params, "model_schema_hash", str)
+        if params.get("inner_optimizer_state_path") is not None:
+            _field(params, "inner_optimizer_state_path", str)
+        if not isinstance(params.get("require_exact_steps", False), bool):
+            raise InvalidParamsError(f"params.require_exact_steps must be a boolean, got {_describe(params['require_exact_steps'])}")
+        replacement, answer = protocol2.run_inner_loop(
+            self.adapter.workload, state, params, lambda metrics: _checked_metrics(metrics, "run_inner_loop")
+        )
+        self._replace(params["model_id"], replacement)
+        return answer
 
     def _replace(self, model_id, updated):
         """Points ``model_id`` at ``updated`` and returns the id; None means the workload changed the state in place."""

@@ -26,6 +26,8 @@ both workloads):
 - ``root_ema_beta`` (float in [0, 1], 0.5): weight of the base model in ``apply_single_root_ema``
 - ``probe_examples`` (int, 512): size of the timed run in ``capability_probe``
 - ``target_window_seconds`` (int, 1): reported in the capability estimate
+- ``inner_learning_rate`` (float or null: ``learning_rate``), ``inner_momentum``
+  (float in [0, 1), 0.9): the momentum SGD of ``run_inner_loop``
 
 Batches for ``train_window`` (examples are consumed in the order given):
 - ``{"kind": "micro_epoch", "pipeline_kind": "generated-dataset", "ordinals": [o, ...],
@@ -43,24 +45,39 @@ Artifacts are safetensors files with ``weight`` (F32, [classes, features]) and
 ``bias`` (F32, [classes]). Parameters are kept f32-representable, so a
 materialised artifact loads back bit for bit.
 
+Parameter packs (protocol 2): the workload brings its own hooks, so
+everything runs without torch. ``export_parameter_pack_path`` /
+``import_parameter_pack_path`` use the worker's pack format (values through
+``array('f')``, byte-swapped on a big-endian host) with the layout ``bias``
+[classes], ``weight`` [classes, features], both ``"torch.float32"``: the same
+names, shapes and so layout hash as a torch state_dict of that shape would
+have. ``parameter_pack_plan`` reports that layout (both tensors are always
+packed; the hooks see no filter). ``run_inner_loop`` runs momentum SGD and
+keeps the velocity in a JSON file.
+
 Shard CLI:
     python -m burn_p2p_python_runtime.reference_workload write-shards \
         --out DIR --config-json JSON --ordinals 0,1,2 [--seed N] [--examples-per-shard N]
 prints the written paths as a JSON list.
 """
 
+import json
 import math
+import os
 import struct
 import sys
 import time
+from array import array
 from operator import mul
 from random import Random
 
-from . import safetensors, shards
+from . import parameter_pack, safetensors, shards
 
 MERGE_POLICIES = ("WeightedMean", "NormClippedWeightedMean", "TrimmedMean", "Ema", "QualityWeightedEma")
 SPLITS = ("Train", "Validation", "Test")
 ARTIFACT_FORMAT = "burn-p2p-reference-softmax-v1"
+PACK_DTYPE = "torch.float32"
+INNER_STATE_ENCODING = "reference-softmax-momentum-json-v1"
 
 
 class SoftmaxState:
@@ -98,6 +115,10 @@ class ReferenceWorkload:
             raise ValueError(f"config root_ema_beta must be within [0, 1], got {self.root_ema_beta}")
         self.probe_examples = _int(config, "probe_examples", 512, minimum=1)
         self.target_window_seconds = _int(config, "target_window_seconds", 1, minimum=1)
+        self.inner_learning_rate = None if config.get("inner_learning_rate") is None else _float(config, "inner_learning_rate", None, positive=True)
+        self.inner_momentum = _float(config, "inner_momentum", 0.9)
+        if not 0.0 <= self.inner_momentum < 1.0:
+            raise ValueError(f"config inner_momentum must be within [0, 1), got {self.inner_momentum}")
         centres = self._stream("centres")
         self._centres = [[centres.gauss(0.0, self.class_separation) for _ in range(self.features)] for _ in range(self.classes)]
         self._eval_sets = {}
@@ -187,6 +208,145 @@ class ReferenceWorkload:
         flat = safetensors.f32_values(tensors["weight"][2])
         weight = [flat[row * self.features : (row + 1) * self.features] for row in range(self.classes)]
         return SoftmaxState(weight, safetensors.f32_values(tensors["bias"][2]))
+
+    # -- protocol 2: parameter packs and the inner loop ------------------------------
+
+    def parameter_pack_layout(self):
+        """The pack layout: ``bias`` then ``weight`` (sorted names, as a torch state_dict would give), float32."""
+        return [
+            parameter_pack.layout_entry("bias", [self.classes], PACK_DTYPE, self.classes),
+            parameter_pack.layout_entry("weight", [self.classes, self.features], PACK_DTYPE, self.classes * self.features),
+        ]
+
+    def parameter_pack_plan(self, state, state_dict_filter):
+        """The plan the pack hooks follow (an extension the worker honours; see protocol2.py).
+
+        Both tensors are always packed: the hooks' signatures carry no filter,
+        so the plan reports the same whatever ``state_dict_filter`` says.
+        """
+        self._check_state(state, "model")
+        layout = self.parameter_pack_layout()
+        return {
+            "layout_hash": parameter_pack.layout_hash(layout),
+            "included_keys": [entry["name"] for entry in layout],
+            "excluded_float_keys": [],
+            "ignored_non_float_keys": [],
+            "parameter_count": sum(entry["numel"] for entry in layout),
+        }
+
+    def export_parameter_pack_path(self, state, path, model_schema_hash):
+        """Writes the model as a parameter pack (the generic format, values through ``array('f')``)."""
+        self._check_state(state, "model")
+        values = [array("f", state.bias), array("f", [v for row in state.weight for v in row])]
+        parameter_pack.write_pack_from_f32_arrays(path, model_schema_hash, self.parameter_pack_layout(), values)
+
+    def import_parameter_pack_path(self, device, path):
+        """A new model from a parameter pack; the layout hash must be this model's."""
+        self.init_model(device)  # the same device check
+        values = parameter_pack.read_pack_f32_array(path, self.parameter_pack_layout())
+        bias = values[: self.classes].tolist()
+        flat = values[self.classes :].tolist()
+        weight = [flat[row * self.features : (row + 1) * self.features] for row in range(self.classes)]
+        return SoftmaxState(weight, bias)
+
+    def run_inner_loop(self, state, params):
+        """``num_inner_steps`` steps of SGD with heavy-ball momentum, the model updated in place.
+
+        One step is one minibatch of ``batch_size`` examples; the batches'
+        minibatches are cycled in order until the step count is reached.
+        Update: ``v <- inner_momentum * v + g``, ``w <- w - inner_learning_rate * v``
+        (``inner_learning_rate`` null: ``learning_rate``). The velocity is the
+        optimiser state: read from ``inner_optimizer_state_path`` when given,
+        zero on the first round, and written as JSON to
+        ``<output_parameter_pack_path>.inner-optimizer.json`` (encoding
+        ``"reference-softmax-momentum-json-v1"``), whose path the answer returns.
+        """
+        self._check_state(state, "model")
+        steps = params.get("num_inner_steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"num_inner_steps must be a non-negative integer, got {steps!r}")
+        xs, ys = [], []
+        for index, batch in enumerate(params.get("batches") or []):
+            batch_xs, batch_ys = self._batch_examples(batch, f"batches[{index}]")
+            xs.extend(batch_xs)
+            ys.extend(batch_ys)
+        if not xs:
+            raise ValueError("run_inner_loop got no examples: batches is empty")
+        velocity_w, velocity_b = self._read_velocity(params.get("inner_optimizer_state_path"))
+        rate = self.learning_rate if self.inner_learning_rate is None else self.inner_learning_rate
+        momentum = self.inner_momentum
+        weight, bias = state.weight, state.bias
+        starts = list(range(0, len(xs), self.batch_size))
+        loss_sum, correct, seen = 0.0, 0, 0
+        for step in range(steps):
+            start = starts[step % len(starts)]
+            batch_x, batch_y = xs[start : start + self.batch_size], ys[start : start + self.batch_size]
+            grad_w, grad_b, batch_loss, batch_correct = self._gradients(weight, bias, batch_x, batch_y)
+            loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(batch_x)
+            scale = 1.0 / len(batch_x)
+            for c in range(self.classes):
+                velocity_w[c] = [momentum * v + scale * g for v, g in zip(velocity_w[c], grad_w[c])]
+                velocity_b[c] = momentum * velocity_b[c] + scale * grad_b[c]
+                weight[c] = [w - rate * v for w, v in zip(weight[c], velocity_w[c])]
+                bias[c] -= rate * velocity_b[c]
+        state.weight = [_round_f32(row) for row in weight]
+        state.bias = _round_f32(bias)
+        target = os.path.normpath(params["output_parameter_pack_path"]) + ".inner-optimizer.json"
+        record = {"format": INNER_STATE_ENCODING, "classes": self.classes, "features": self.features,
+                  "momentum": momentum, "velocity_weight": velocity_w, "velocity_bias": velocity_b}
+        partial = f"{target}.partial-{os.getpid()}"
+        try:
+            with open(partial, "w", encoding="utf-8") as handle:
+                json.dump(record, handle)
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+        metrics = {"steps": steps, "examples": len(xs), "learning_rate": rate}
+        if seen:
+            metrics.update(loss=loss_sum / seen, accuracy=correct / seen)
+        return {
+            "steps_completed": steps,
+            "metrics": metrics,
+            "inner_optimizer_state_path": target,
+            "inner_optimizer_state_encoding": INNER_STATE_ENCODING,
+        }
+
+    def _read_velocity(self, path):
+        if path is None:
+            return [[0.0] * self.features for _ in range(self.classes)], [0.0] * self.classes
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+        if not isinstance(record, dict) or record.get("format") != INNER_STATE_ENCODING:
+            raise ValueError(f"inner optimizer state {path!r} is not a {INNER_STATE_ENCODING} file")
+        velocity_w, velocity_b = record.get("velocity_weight"), record.get("velocity_bias")
+        if (
+            record.get("classes") != self.classes or record.get("features") != self.features
+            or not isinstance(velocity_w, list) or len(velocity_w) != self.classes
+            or any(not isinstance(row, list) or len(row) != self.features for row in velocity_w)
+            or not isinstance(velocity_b, list) or len(velocity_b) != self.classes
+        ):
+            raise ValueError(f"inner optimizer state {path!r} does not fit {self.classes} classes x {self.features} features")
+        return [[float(v) for v in row] for row in velocity_w], [float(v) for v in velocity_b]
+
+    def _gradients(self, weight, bias, batch_x, batch_y):
+        """Summed cross-entropy gradients over one minibatch: (grad_w, grad_b, loss sum, correct)."""
+        classes, exp, log = range(self.classes), math.exp, math.log
+        grad_w = [[0.0] * self.features for _ in classes]
+        grad_b = [0.0] * self.classes
+        loss_sum, correct = 0.0, 0
+        for x, y in zip(batch_x, batch_y):
+            logits = [b + sum(map(mul, row, x)) for row, b in zip(weight, bias)]
+            top = max(logits)
+            exps = [exp(value - top) for value in logits]
+            total = sum(exps)
+            loss_sum += log(total) + top - logits[y]
+            correct += logits.index(top) == y
+            for c in classes:
+                g = exps[c] / total - (c == y)
+                grad_b[c] += g
+                grad_w[c] = [acc + g * xi for acc, xi in zip(grad_w[c], x)]
+        return grad_w, grad_b, loss_sum, correct
 
     def merge_candidate_models(self, base_state, candidates, policy):
         """Weighted mean of the candidates, weight = sample_weight x quality_weight.

@@ -31,6 +31,13 @@ Config keys (all optional; defaults in ``DEFAULTS``):
   null means the median of the candidates' delta norms.
 - ``trim_fraction`` (float), ``ema_alpha`` (float), ``root_ema_beta`` (float):
   see ``merge_candidate_models`` and ``apply_single_root_ema``.
+- ``inner_learning_rate`` (float or null: ``learning_rate``), ``inner_betas``
+  ([float, float]), ``inner_weight_decay`` (float): the AdamW of
+  ``run_inner_loop`` (DiLoCo's inner optimiser).
+
+Parameter packs (protocol 2): a model state is the dict ``{"model": module}``
+(``TorchModelState``), so the worker's generic pack path exports and imports
+it; ``run_inner_loop`` is the workload's own.
 
 Data addressing: microshard ``o`` of payload seed ``s`` is generated from
 (dataset_seed, s, o) and is the same whether it arrives as a ``micro_epoch``
@@ -84,7 +91,12 @@ DEFAULTS = {
     "trim_fraction": 0.2,
     "ema_alpha": 0.5,
     "root_ema_beta": 0.5,
+    "inner_learning_rate": None,
+    "inner_betas": [0.9, 0.999],
+    "inner_weight_decay": 0.01,
 }
+
+INNER_OPTIMIZER_ENCODING = "torch-save-v1"
 
 MERGE_POLICIES = ("WeightedMean", "NormClippedWeightedMean", "TrimmedMean", "Ema", "QualityWeightedEma")
 SPLITS = ("Train", "Validation", "Test")
@@ -96,10 +108,25 @@ def make(config=None):
     return TorchWorkload(config)
 
 
-class TorchModelState:
-    """One model held by the worker: the module, its optimizer and counters."""
+class TorchModelState(dict):
+    """One model held by the worker: the module, its optimizer and counters.
+
+    It is the dict ``{"model": module}`` as well, so the worker's generic
+    parameter-pack path (``parameter_pack.py``) reads and writes it; the
+    optimizer and counters stay attributes, out of the packs. Equality and
+    hashing are by identity, as for any object (the live-model WeakSet needs that).
+    """
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
 
     def __init__(self, module, device, learning_rate):
+        super().__init__(model=module)
         self.module = module
         self.device = device
         self.optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
@@ -284,6 +311,85 @@ class TorchWorkload:
         except ValueError as error:
             raise ValueError(f"artifact {path} does not fit this model: {error}") from error
         return state
+
+    # -- DiLoCo inner loop -------------------------------------------------------
+
+    def run_inner_loop(self, state, params):
+        """DiLoCo's inner loop: ``num_inner_steps`` AdamW steps on the model, in place.
+
+        One step is one minibatch of ``batch_size`` examples; the minibatches
+        of the batches (in the order given) are cycled until the step count is
+        reached, so a short batch list still yields an exact step budget. The
+        optimiser is ``torch.optim.AdamW`` with ``inner_learning_rate`` (null:
+        the current ``learning_rate``), ``inner_betas`` and
+        ``inner_weight_decay``; nothing is random, so a fixed seed and the same
+        inputs give the same parameters in any process.
+
+        The optimiser state comes from ``inner_optimizer_state_path`` when the
+        request names one (none on the first round) and is saved, after the
+        steps, to a new file beside the output pack
+        (``<output_parameter_pack_path>.inner-optimizer.pt``, written with
+        ``torch.save``, encoding ``"torch-save-v1"``), whose path the answer
+        returns. The input file is only read, so a round can be retried. It
+        is read with ``torch.load`` (pickle: torch 1.13's ``weights_only``
+        cannot read optimizer state), so it must come from the owner.
+        """
+        state = _model(state)
+        settings = self.settings
+        steps = _integer(params.get("num_inner_steps"), "num_inner_steps", minimum=0)
+        x, y = self._window_data(params.get("batches"))
+        x, y = x.to(state.device), y.to(state.device)
+        module = state.module
+        rate = self._learning_rate if settings["inner_learning_rate"] is None else settings["inner_learning_rate"]
+        optimizer = torch.optim.AdamW(
+            module.parameters(), lr=rate, betas=tuple(settings["inner_betas"]), weight_decay=settings["inner_weight_decay"]
+        )
+        source = params.get("inner_optimizer_state_path")
+        if source is not None:
+            saved = torch.load(source, map_location=state.device)
+            if not isinstance(saved, dict) or saved.get("format") != INNER_OPTIMIZER_ENCODING:
+                raise ValueError(f"inner optimizer state {source!r} is not a {INNER_OPTIMIZER_ENCODING} file")
+            optimizer.load_state_dict(saved["optimizer"])
+            # The configuration of this call wins over the saved hyperparameters.
+            for group in optimizer.param_groups:
+                group.update(lr=rate, betas=tuple(settings["inner_betas"]), weight_decay=settings["inner_weight_decay"])
+        batch_size = settings["batch_size"]
+        starts = list(range(0, len(y), batch_size))
+        module.train()
+        losses = []
+        correct = torch.zeros((), dtype=torch.int64, device=state.device)
+        seen = 0
+        for step in range(steps):
+            begin = starts[step % len(starts)]
+            xb, yb = x[begin : begin + batch_size], y[begin : begin + batch_size]
+            logits = module(xb)
+            loss = torch.nn.functional.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+            correct += (logits.detach().argmax(dim=1) == yb).sum()
+            seen += len(yb)
+        state.steps += steps
+        target = os.path.normpath(params["output_parameter_pack_path"]) + ".inner-optimizer.pt"
+        partial = f"{target}.partial-{os.getpid()}"
+        try:
+            torch.save({"format": INNER_OPTIMIZER_ENCODING, "optimizer": optimizer.state_dict(), "steps": state.steps}, partial)
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+        metrics = {"steps": steps, "examples": int(len(y)), "learning_rate": float(rate), "total_steps": state.steps}
+        if losses:
+            stacked = torch.stack(losses)
+            metrics.update(loss=float(stacked.mean().item()), final_loss=float(stacked[-1].item()),
+                           accuracy=float(correct.item()) / seen)
+        return {
+            "steps_completed": steps,
+            "metrics": metrics,
+            "inner_optimizer_state_path": target,
+            "inner_optimizer_state_encoding": INNER_OPTIMIZER_ENCODING,
+        }
 
     # -- merging and reconciliation ---------------------------------------------
 
@@ -623,6 +729,13 @@ def _settings(config):
     settings["trim_fraction"] = _number(settings["trim_fraction"], "trim_fraction", minimum=0, maximum=0.5)
     if settings["clip_norm"] is not None:
         settings["clip_norm"] = _number(settings["clip_norm"], "clip_norm", minimum=0)
+    if settings["inner_learning_rate"] is not None:
+        settings["inner_learning_rate"] = _number(settings["inner_learning_rate"], "inner_learning_rate", minimum=0)
+    settings["inner_weight_decay"] = _number(settings["inner_weight_decay"], "inner_weight_decay", minimum=0)
+    betas = _list(settings["inner_betas"], "inner_betas")
+    if len(betas) != 2:
+        raise ValueError(f"inner_betas must be a list of two numbers, got {betas!r}")
+    settings["inner_betas"] = [_number(beta, "inner_betas entry", minimum=0, maximum=1) for beta in betas]
     hidden = _list(settings["hidden"], "hidden")
     settings["hidden"] = [_integer(width, "hidden width", minimum=1) for width in hidden]
     if not isinstance(settings["device"], str):

@@ -208,7 +208,10 @@ def candidate(model_id, sample_weight, quality_weight=1.0):
 class WorkerTest(unittest.TestCase):
     def test_every_method_with_the_reference_workload(self):
         worker = WorkerProcess(self, config={"dataset_seed": 3}).accept()
-        self.assertEqual(worker.result("hello"), {"protocol_version": 1, "workload_name": "reference-softmax"})
+        self.assertEqual(worker.result("hello"), {
+            "protocol_version": 1, "workload_name": "reference-softmax",
+            "capabilities": ["artifact_path_io", "diloco_checkpoint_job", "parameter_pack_export", "parameter_pack_import",
+                             "exact_step_budget"]})
         probe = worker.result("capability_probe")
         self.assertEqual(probe["runtime_device"], "cpu")
         self.assertEqual(probe["capability"]["preferred_backends"], ["cpu"])
