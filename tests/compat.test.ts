@@ -152,7 +152,7 @@ describe("our client, the reference worker, one worker per test", () => {
       )
       expect({ ...error }).toMatchObject({
         _tag: "WorkerConnectError",
-        reason: "Exited",
+        reason: "ProcessExited",
         exitCode: 1,
         stderrTail: expect.stringContaining("ValueError: bad config"),
       })

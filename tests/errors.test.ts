@@ -16,6 +16,8 @@ const echo: PythonWorker.Options = {
   workloadFactory: "echo_workload:make",
   moduleSearchRoots: [fixturesRoot],
   pythonExecutable: testPython,
+  // These tests check what a death does to the service itself.
+  restart: "never",
 }
 
 /** The pids whose parent is this process (the vitest worker running this file). */
@@ -70,7 +72,7 @@ describe("starting a worker", () => {
       const error = yield* startError({ ...echo, workloadFactory: "no_such_workload_module:make" })
       expect({ ...error }).toMatchObject({
         _tag: "WorkerConnectError",
-        reason: "Exited",
+        reason: "ProcessExited",
         exitCode: 2,
         signal: null,
         pid: expect.any(Number),
@@ -86,7 +88,7 @@ describe("starting a worker", () => {
       const error = yield* startError({ ...echo, workloadFactory: "echo_workload:not_callable" })
       expect({ ...error }).toMatchObject({
         _tag: "WorkerConnectError",
-        reason: "Exited",
+        reason: "ProcessExited",
         exitCode: 2,
         stderrTail: expect.stringContaining("TypeError: 'echo_workload:not_callable' is not callable"),
       })
@@ -99,7 +101,7 @@ describe("starting a worker", () => {
         workloadFactory: "echo_workload:make_raising",
         workloadConfig: { answer: 42 },
       })
-      expect({ ...error }).toMatchObject({ _tag: "WorkerConnectError", reason: "Exited", exitCode: 2 })
+      expect({ ...error }).toMatchObject({ _tag: "WorkerConnectError", reason: "ProcessExited", exitCode: 2 })
       if (error._tag !== "WorkerConnectError") return
       expect(error.stderrTail).toContain("ValueError: bad config: {'answer': 42}")
       expect(error.stderrTail).toContain("Traceback (most recent call last)")
@@ -115,7 +117,7 @@ describe("starting a worker", () => {
       })
       expect({ ...error }).toMatchObject({
         _tag: "WorkerConnectError",
-        reason: "Exited",
+        reason: "ProcessExited",
         exitCode: 2,
         stderrTail: expect.stringContaining("ValueError: config features must be an integer, got 'eight'"),
       })
@@ -143,18 +145,26 @@ describe("starting a worker", () => {
       }))
   }
 
-  it.live("a worker speaking protocol 2 is refused with ProtocolError UnsupportedVersion and stopped", () =>
+  it.live("a worker speaking protocol 3 is refused with ProtocolError UnsupportedVersion, naming 1 and 2, and stopped", () =>
     Effect.gen(function* () {
-      const error = yield* startError({ ...echo, workerModule: "protocol2_worker" })
+      const error = yield* startError({ ...echo, workerModule: "future_protocol_worker" })
       expect({ ...error }).toMatchObject({
         _tag: "ProtocolError",
         reason: "UnsupportedVersion",
         method: "hello",
         pid: expect.any(Number),
-        detail: expect.stringContaining("protocol 2"),
+        detail: expect.stringContaining("the worker speaks protocol 3; this client speaks 1 and 2"),
       })
+      expect(error.message).toContain("install a worker runtime")
       if (error._tag === "ProtocolError") yield* awaitGone([error.pid!])
     }))
+
+  it.live("a worker that says protocol 2 is accepted", () =>
+    Effect.gen(function* () {
+      const worker = yield* PythonWorker
+      expect(worker.info.protocolVersion).toBe(2)
+      expect(yield* worker.hello()).toMatchObject({ protocolVersion: 2 })
+    }).pipe(Effect.provide(PythonWorker.layer({ ...echo, env: { BURN_P2P_WORKER_PROTOCOL_VERSION: "2" } }))))
 
   it.live("a worker that never connects is a WorkerConnectError Timeout, quickly, and is stopped", () =>
     Effect.gen(function* () {

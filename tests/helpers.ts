@@ -135,6 +135,8 @@ export const faultWorker = (
     workloadConfig: { plan: plan as never, record, ignore_sigterm: ignoreSigterm ?? false },
     shutdownTimeout: 300,
     terminateGrace: 300,
+    // These scenarios check what a death does to the service itself: no restart.
+    restart: "never",
     ...rest,
   }
   const events = (): Array<Record<string, unknown>> =>
@@ -219,3 +221,6 @@ export const awkwardExceptionsKeepTypeAndMessage: Effect.Effect<void, unknown, P
     }
   },
 )
+
+/** The worker's own id for a model id the client handed out (`g1:m3` -> `m3`): what Python's messages name. */
+export const wireId = (modelId: string): string => modelId.slice(modelId.indexOf(":") + 1)

@@ -17,7 +17,7 @@ import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import process from "node:process"
 import { type MergeCandidate, type MergePolicy, type Metrics, PythonWorker, RemoteError } from "../src/mod.ts"
-import { cached, generated, patch, tempDir, testPython, writeShards } from "./helpers.ts"
+import { cached, generated, patch, tempDir, testPython, wireId, writeShards } from "./helpers.ts"
 import * as safetensors from "./safetensors.ts"
 
 const torchCheck = spawnSync(testPython, ["-c", "import torch"], { encoding: "utf8" })
@@ -581,7 +581,7 @@ describe.skipIf(!torchImportable && !inCI)(
           const model = yield* worker.initModel("cpu")
           yield* worker.releaseModel(model)
           const error = yield* remoteError(worker.evaluate(model, "Test"))
-          expect(error.remoteMessage).toContain(`unknown model id '${model}'`)
+          expect(error.remoteMessage).toContain(`unknown model id '${wireId(model)}'`)
           yield* worker.releaseModel(model)
         }))
     })

@@ -13,7 +13,7 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { existsSync, readFileSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { PythonWorker } from "../src/mod.ts"
-import { awaitGone, cached, candidate, generated, isAlive, patch, tempDir, testPython, writeShards } from "./helpers.ts"
+import { awaitGone, cached, candidate, generated, isAlive, patch, tempDir, testPython, wireId, writeShards } from "./helpers.ts"
 
 const config = { dataset_seed: 7, seed: 3, examples_per_microshard: 32 }
 const options: PythonWorker.Options = {
@@ -223,8 +223,7 @@ layer(PythonWorker.layer(options), { excludeTestServices: true })("PythonWorker 
         _tag: "RemoteError",
         method: "evaluate",
         errorType: "UnknownModelError",
-        // The worker names its own id, without the client's generation tag.
-        remoteMessage: expect.stringContaining(`'${modelId.slice(modelId.indexOf(":") + 1)}'`),
+        remoteMessage: expect.stringContaining(`'${wireId(modelId)}'`),
       })
       // Releasing an id that is already gone is not an error.
       yield* worker.releaseModel(modelId)
