@@ -25,10 +25,10 @@ import { rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import process from "node:process"
-import { fileURLToPath } from "node:url"
 import * as accept from "./internal/accept.ts"
 import * as client from "./internal/client.ts"
 import * as workerProcess from "./internal/process.ts"
+import * as runtime from "./internal/runtime.ts"
 import {
   type BatchRef,
   type CapabilityProbe,
@@ -83,9 +83,6 @@ const privateFile = (text: string) =>
     }),
     (file) => Effect.sync(file.remove),
   )
-
-/** The folder holding `burn_p2p_python_runtime`, first on the worker's PYTHONPATH. */
-const RUNTIME_ROOT = fileURLToPath(new URL("../python", import.meta.url))
 
 /** Any `Duration.DurationInput` in, a `Duration` out. */
 type DurationInputSchema = Schema.transform<Schema.declare<Duration.DurationInput>, typeof Schema.DurationFromSelf>
@@ -300,7 +297,9 @@ export const make = (
     const listener = yield* accept.listen
     // A PYTHONPATH in `env` adds to the path rather than hiding the runtime's own folder.
     const { PYTHONPATH: extraPythonPath, ...env } = config.env
-    const pythonPath = [RUNTIME_ROOT, ...config.moduleSearchRoots, extraPythonPath, process.env.PYTHONPATH].filter(
+    // The folder holding `burn_p2p_python_runtime`, written to the runtime cache on first use, comes first.
+    const runtimeRoot = yield* runtime.materialize
+    const pythonPath = [runtimeRoot, ...config.moduleSearchRoots, extraPythonPath, process.env.PYTHONPATH].filter(
       (entry): entry is string => entry !== undefined && entry !== "",
     )
     const configVia = config.configVia ?? (config.workerModule === DEFAULT_WORKER_MODULE ? "file" : "argv")

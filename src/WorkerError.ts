@@ -6,6 +6,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import type { RuntimeCacheError } from "./RuntimeCache.ts"
 
 /** Lines of the stderr tail quoted in messages; the field keeps the whole tail. */
 const MESSAGE_STDERR_LINES = 12
@@ -304,4 +305,4 @@ export type CallError =
  * @since 0.1.0
  * @category errors
  */
-export type StartError = WorkerSpawnError | WorkerConnectError | CallError
+export type StartError = RuntimeCacheError | WorkerSpawnError | WorkerConnectError | CallError

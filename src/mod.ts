@@ -6,4 +6,5 @@
  */
 export * from "./Protocol.ts"
 export { type CallOptions, make, Options, PythonWorker } from "./PythonWorker.ts"
+export { RuntimeCacheError } from "./RuntimeCache.ts"
 export * from "./WorkerError.ts"
