@@ -7,7 +7,7 @@
 import * as Schema from "effect/Schema"
 
 /** Why the cache could not be used. */
-type Reason = Schema.Literal<["Insecure", "NoCacheDirectory", "Io"]>
+type Reason = Schema.Literal<["Insecure", "NoCacheDirectory", "PermissionDenied", "Io"]>
 
 const RuntimeCacheErrorBase: Schema.TaggedErrorClass<RuntimeCacheError, "RuntimeCacheError", {
   readonly _tag: Schema.tag<"RuntimeCacheError">
@@ -15,7 +15,7 @@ const RuntimeCacheErrorBase: Schema.TaggedErrorClass<RuntimeCacheError, "Runtime
   path: typeof Schema.String
   detail: typeof Schema.String
 }> = Schema.TaggedError<RuntimeCacheError>()("RuntimeCacheError", {
-  reason: Schema.Literal("Insecure", "NoCacheDirectory", "Io"),
+  reason: Schema.Literal("Insecure", "NoCacheDirectory", "PermissionDenied", "Io"),
   path: Schema.String,
   detail: Schema.String,
 })
@@ -26,8 +26,10 @@ const RuntimeCacheErrorBase: Schema.TaggedErrorClass<RuntimeCacheError, "Runtime
  * else `~/.cache/burn-p2p-python-worker`); nothing was spawned. `reason`:
  * `Insecure` (the directory is writable by other users, or owned by another
  * user: a worker would run code they control), `NoCacheDirectory` (no
- * variable names a home or cache directory), `Io` (a file system error,
- * a missing permission under Deno included: see `detail`).
+ * variable names a home or cache directory), `PermissionDenied` (the
+ * operating system refused, or Deno did: a missing `--allow-read`,
+ * `--allow-write`, `--allow-env` or `--allow-sys=uid`, named in `detail`),
+ * `Io` (any other file system error).
  *
  * @since 0.1.0
  * @category errors
@@ -42,6 +44,11 @@ export class RuntimeCacheError extends RuntimeCacheErrorBase {
       case "NoCacheDirectory":
         return `no directory for the Python runtime cache: ${this.detail}. Fix: set BURN_P2P_RUNTIME_CACHE ` +
           `(or XDG_CACHE_HOME, or HOME)`
+      case "PermissionDenied":
+        return `cannot use the Python runtime cache${this.path === "" ? "" : ` ${this.path}`}: ${this.detail}. ` +
+          `Fix: under Deno, grant what it names (README, "Permissions": --allow-read and --allow-write on the cache ` +
+          `directory, --allow-env, --allow-sys=uid); else make the directory yours, or set BURN_P2P_RUNTIME_CACHE ` +
+          `to a directory you can write`
       default:
         return `cannot write the Python runtime to its cache ${this.path}: ${this.detail}. Fix: make it writable, ` +
           `or set BURN_P2P_RUNTIME_CACHE to a directory you can write`

@@ -258,5 +258,12 @@ const toRuntimeCacheError = (error: unknown): RuntimeCacheError => {
       path = ""
     }
   }
-  return new RuntimeCacheError({ reason: "Io", path, detail: failure.message ?? String(error) })
+  // Deno's NotCapable (a missing --allow-* flag) has no errno code.
+  const denied = failure.name === "NotCapable" || failure.name === "PermissionDenied" ||
+    failure.code === "EACCES" || failure.code === "EPERM"
+  return new RuntimeCacheError({
+    reason: denied ? "PermissionDenied" : "Io",
+    path,
+    detail: failure.message ?? String(error),
+  })
 }
