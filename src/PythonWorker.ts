@@ -24,16 +24,13 @@ import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { fileURLToPath } from "node:url"
 import * as launcher from "./internal/launcher.ts"
 import * as manager from "./internal/manager.ts"
+import * as runtime from "./internal/runtime.ts"
 import * as internalOptions from "./internal/options.ts"
 import * as service from "./internal/service.ts"
 import type { Hello, Rpc, Rpcs } from "./Protocol.ts"
 import { type CallError, InvalidArgumentError, type StartError } from "./WorkerError.ts"
-
-/** The folder holding `burn_p2p_python_runtime`, first on the worker's PYTHONPATH. */
-const RUNTIME_ROOT = fileURLToPath(new URL("../python", import.meta.url))
 
 /**
  * The layer's data options, checked before anything is spawned: every
@@ -216,9 +213,11 @@ export const makeWith = <E>(
     }
     const config = internalOptions.decode(data)
     if (Either.isLeft(config)) return yield* config.left
+    // The runtime's files, written once per content hash into a per-user cache: first on PYTHONPATH.
+    const runtimeRoot = yield* runtime.materialize
     const context = yield* Effect.context<CommandExecutor.CommandExecutor | FileSystem.FileSystem>()
     const supervised = yield* manager.make<E>({
-      launch: () => Effect.provide(launcher.launch(config.right, RUNTIME_ROOT), context),
+      launch: () => Effect.provide(launcher.launch(config.right, runtimeRoot), context),
       maxFrameBytes: config.right.maxFrameBytes,
       connectTimeout: config.right.connectTimeout,
       callTimeout: config.right.callTimeout,

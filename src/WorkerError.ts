@@ -7,6 +7,7 @@
  */
 import * as Schema from "effect/Schema"
 import { describeExit } from "./internal/exitStatus.ts"
+import type { RuntimeCacheError } from "./RuntimeCache.ts"
 
 /** Lines of the stderr tail quoted in messages; the field keeps the whole tail. */
 const MESSAGE_STDERR_LINES = 12
@@ -392,4 +393,4 @@ export type CallError =
  * @since 0.1.0
  * @category errors
  */
-export type StartError = WorkerSpawnError | WorkerConnectError | CallError
+export type StartError = RuntimeCacheError | WorkerSpawnError | WorkerConnectError | CallError

@@ -15,4 +15,5 @@ export {
   type WorkerDeath,
   type WorkerEvent,
 } from "./PythonWorker.ts"
+export { RuntimeCacheError } from "./RuntimeCache.ts"
 export * from "./WorkerError.ts"
