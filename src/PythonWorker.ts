@@ -12,8 +12,8 @@
  *
  * @since 0.1.0
  */
-import type * as CommandExecutor from "@effect/platform/CommandExecutor"
-import type * as FileSystem from "@effect/platform/FileSystem"
+import * as CommandExecutor from "@effect/platform/CommandExecutor"
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Context from "effect/Context"
@@ -215,7 +215,10 @@ export const makeWith = <E>(
     if (Either.isLeft(config)) return yield* config.left
     // The runtime's files, written once per content hash into a per-user cache: first on PYTHONPATH.
     const runtimeRoot = yield* runtime.materialize
-    const context = yield* Effect.context<CommandExecutor.CommandExecutor | FileSystem.FileSystem>()
+    // Only these two: the caller's Scope must not stand in for each worker process's own.
+    const context = Context.pick(CommandExecutor.CommandExecutor, FileSystem.FileSystem)(
+      yield* Effect.context<CommandExecutor.CommandExecutor | FileSystem.FileSystem>(),
+    )
     const supervised = yield* manager.make<E>({
       launch: () => Effect.provide(launcher.launch(config.right, runtimeRoot), context),
       maxFrameBytes: config.right.maxFrameBytes,

@@ -339,9 +339,7 @@ const WorkerGaveUpErrorBase: ErrorBase<
 export class WorkerGaveUpError extends WorkerGaveUpErrorBase {
   override get message(): string {
     return `${this.method}: the Python worker is not restarted any more after ${this.starts} starts; ` +
-      `the last one (pid ${this.pid ?? "?"}) ${describeExit(this.exitCode, this.signal)}${
-        quoteStderr(this.stderrTail)
-      }`
+      `the last one (pid ${this.pid ?? "?"}) ${describeExit(this.exitCode, this.signal)}${quoteStderr(this.stderrTail)}`
   }
 }
 

@@ -18,7 +18,7 @@ import type * as Scope from "effect/Scope"
 import { Buffer } from "node:buffer"
 import type * as Net from "node:net"
 import { type CallError, ProtocolError, RpcTimeoutError } from "../WorkerError.ts"
-import { encodeRequestFrame, type FrameFault, FrameDecoder, HEADER_BYTES } from "./frame.ts"
+import { encodeRequestFrame, FrameDecoder, type FrameFault, HEADER_BYTES } from "./frame.ts"
 import { bounded } from "./json.ts"
 import * as Lock from "./lock.ts"
 
@@ -287,7 +287,8 @@ export const make = (options: {
         Effect.gen(function* () {
           const { method } = request
           if (reason !== undefined) return yield* new Lost({ reason, sent: false, method, id: null })
-          const queuedTimeout = () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis: request.timeoutMillis })
+          const queuedTimeout = () =>
+            new RpcTimeoutError({ method, id: null, pid, timeoutMillis: request.timeoutMillis })
 
           // A queued call that times out never reached the wire: the connection stays open.
           waitingCalls++
@@ -296,7 +297,10 @@ export const make = (options: {
             request.deadline === undefined ? ticket.wait : Effect.flatMap(
               remaining(request.deadline),
               (left) =>
-                ticket.wait.pipe(Effect.interruptible, Effect.timeoutFail({ duration: left, onTimeout: queuedTimeout })),
+                ticket.wait.pipe(
+                  Effect.interruptible,
+                  Effect.timeoutFail({ duration: left, onTimeout: queuedTimeout }),
+                ),
             ),
           ))
           if (Exit.isFailure(queued)) {
@@ -321,18 +325,25 @@ export const make = (options: {
           const id = nextId++
           const waiting: Pending = { id, method, answer: Deferred.unsafeMake(FiberId.none) }
           pending = waiting
-          transport.write(encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, request.paramsJson))
+          transport.write(
+            encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, request.paramsJson),
+          )
 
           const answered = yield* Effect.exit(restore(settleAnswer(waiting, request)))
           if (Exit.isInterrupted(answered)) {
             // The abandoned answer still holds the wire: the next request
             // goes out only once it has come (or the connection has closed).
-            yield* FiberSet.run(drains, Effect.ensuring(Effect.exit(settleAnswer(waiting, request)), Effect.sync(release)))
+            yield* FiberSet.run(
+              drains,
+              Effect.ensuring(Effect.exit(settleAnswer(waiting, request)), Effect.sync(release)),
+            )
             return yield* Effect.interrupt
           }
           const result: Either.Either<A, CallError | Lost> = Exit.isSuccess(answered)
             ? settle(answered.value, id)
-            : Either.left(Exit.isFailure(answered) && answered.cause._tag === "Fail" ? answered.cause.error : lostNow(method, id))
+            : Either.left(
+              Exit.isFailure(answered) && answered.cause._tag === "Fail" ? answered.cause.error : lostNow(method, id),
+            )
           if (Either.isLeft(result) && result.left._tag === "ProtocolError") {
             close(CloseReason.Faulted({ error: result.left }))
           }

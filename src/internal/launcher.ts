@@ -121,7 +121,9 @@ export const launch = (
       Effect.flatMap(
         Effect.zip(proc.exitStatus, proc.stderrTail),
         ([status, stderrTail]) =>
-          Effect.fail(connectError(reason, config.connectTimeout, detail, pid, Option.getOrUndefined(status), stderrTail)),
+          Effect.fail(
+            connectError(reason, config.connectTimeout, detail, pid, Option.getOrUndefined(status), stderrTail),
+          ),
       )
     const outside = (who: accept.Outsider) => {
       // It presented our secret: it is our worker, run where we cannot stop it.

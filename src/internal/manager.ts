@@ -157,7 +157,9 @@ const lostOnWire = (method: string, death: WorkerDeath, reason: CloseReason): Ca
       pid: death.pid,
       reason: reason.truncated._tag,
       detail: describeFault(reason.truncated) +
-        (death.exitCode !== null || death.signal !== null ? `; the worker then ${describeExit(death.exitCode, death.signal)}` : ""),
+        (death.exitCode !== null || death.signal !== null
+          ? `; the worker then ${describeExit(death.exitCode, death.signal)}`
+          : ""),
       stderrTail: death.stderrTail,
     })
     : reason._tag === "Closed"
@@ -174,12 +176,19 @@ const afterDeath = (death: WorkerDeath, reason: CloseReason | undefined) => (met
     ? new WorkerClosedError({ method, cause: reason.error })
     : reason?._tag === "Ended" && reason.truncated !== undefined
     ? new WorkerClosedError({ method, cause: lostOnWire(method, death, reason) as ProtocolError })
-    : new WorkerExitedError({ method, reason: death.exited ? "ProcessExited" : "ConnectionClosed", ...exitFields(death) })
+    : new WorkerExitedError({
+      method,
+      reason: death.exited ? "ProcessExited" : "ConnectionClosed",
+      ...exitFields(death),
+    })
 
 /** @internal */
 export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, LaunchError | CallError | E, Scope.Scope> =>
   Effect.gen(function* () {
     const scope = yield* Effect.scope
+    // The parent of every instance's scope, made before the polite stop is
+    // registered so that it closes after it (a finalizer runs in reverse order).
+    const instances = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const supervisors = yield* FiberSet.make()
     const events = yield* PubSub.unbounded<WorkerEvent>({ replay: EVENT_REPLAY })
     const deaths = new Map<number, WorkerDeath>()
@@ -298,12 +307,16 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
               const instance = state.instance
               return onInstance(instance, rpc, build, finish, timing).pipe(
                 Effect.catchIf((error): error is Lost => error instanceof Lost, (lost) =>
-                  Effect.flatMap(deathOf(instance), (death) => {
-                    if (lost.sent) return Effect.fail(lostOnWire(rpc.method, death, lost.reason))
-                    // Never sent: it runs on the next worker, once the supervisor has moved on.
-                    const stale = state._tag === "Running" && state.instance.generation === instance.generation
-                    return stale ? Effect.zipRight(awaitChange(rpc.method, timing), attempt) : attempt
-                  })),
+                  state._tag === "Closing"
+                    ? Effect.fail(new WorkerClosedError({ method: rpc.method }))
+                    : Effect.flatMap(deathOf(instance), (death) => {
+                      if (lost.sent) {
+                        return Effect.fail(lostOnWire(rpc.method, death, lost.reason))
+                      }
+                      // Never sent: it runs on the next worker, once the supervisor has moved on.
+                      const stale = state._tag === "Running" && state.instance.generation === instance.generation
+                      return stale ? Effect.zipRight(awaitChange(rpc.method, timing), attempt) : attempt
+                    })),
               )
             }
           }
@@ -341,11 +354,14 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
         finish: (result: R, ids: ModelIds) => A,
         callOptions: CallOptions | undefined,
       ) =>
-        Effect.flatMap(deadlineOf(rpc.method, callOptions), (timing) =>
-          onInstance(instance, rpc, build, finish, timing).pipe(
-            Effect.catchIf((error): error is Lost => error instanceof Lost, (lost) =>
-              Effect.flatMap(deathOf(instance), (death) => Effect.fail(lostOnWire(rpc.method, death, lost.reason)))),
-          ))
+        Effect.flatMap(
+          deadlineOf(rpc.method, callOptions),
+          (timing) =>
+            onInstance(instance, rpc, build, finish, timing).pipe(
+              Effect.catchIf((error): error is Lost => error instanceof Lost, (lost) =>
+                Effect.flatMap(deathOf(instance), (death) => Effect.fail(lostOnWire(rpc.method, death, lost.reason)))),
+            ),
+        )
       return {
         invoke: (rpc, args, callOptions) =>
           direct(rpc, (ids) => rpc.toParams(ids, ...args), (result, ids) => rpc.fromResult(result, ids), callOptions),
@@ -360,7 +376,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
     const start = (generation: number): Effect.Effect<Instance, LaunchError | CallError | OnStartFailure> =>
       Effect.gen(function* () {
         starts++
-        const instanceScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+        const instanceScope = yield* Scope.fork(instances, ExecutionStrategy.sequential)
         const started = yield* Clock.currentTimeMillis
         const attempt = Effect.gen(function* () {
           const launched = yield* options.launch(generation)
@@ -443,7 +459,21 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
         }
         deaths.set(instance.generation, death)
         yield* Deferred.succeed(instance.died, death)
-      })
+      }).pipe(
+        // Interrupted (the service is closing): what is known so far, so that no caller waits for it.
+        Effect.onInterrupt(() =>
+          Effect.flatMap(instance.process.exitStatus, (status) =>
+            Deferred.succeed(instance.died, {
+              generation: instance.generation,
+              pid: instance.pid,
+              exited: Option.isSome(status),
+              exitCode: Option.isSome(status) ? status.value.exitCode : null,
+              signal: Option.isSome(status) ? status.value.signal : null,
+              stderrTail: "",
+              cause: undefined,
+            }))
+        ),
+      )
 
     /** Once a serving instance has died: reap it and decide what comes next. */
     const supervise = (instance: Instance): Effect.Effect<void> =>
@@ -465,8 +495,10 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
         const [nextState, , decision] = yield* options.restart.step(now, death, scheduleState)
         scheduleState = nextState
         if (ScheduleDecision.isDone(decision)) {
-          yield* Effect.logError(`Python worker #${death.generation} (pid ${death.pid}) ${describeDeath(death)}; ` +
-            `the restart schedule gave up after ${starts} starts`)
+          yield* Effect.logError(
+            `Python worker #${death.generation} (pid ${death.pid}) ${describeDeath(death)}; ` +
+              `the restart schedule gave up after ${starts} starts`,
+          )
           yield* emit({ _tag: "GaveUp", generation: death.generation, starts, death })
           return setState(State.Stopped({
             error: (method) => new WorkerGaveUpError({ method, starts, ...exitFields(death) }),

@@ -169,4 +169,7 @@ export const decodeCallTimeout = (
   where: string,
   timeout: Duration.DurationInput,
 ): Either.Either<Duration.Duration, InvalidArgumentError> =>
-  Either.mapLeft(decodeTimeout(timeout), (error) => new InvalidArgumentError({ where, detail: formatParseError(error) }))
+  Either.mapLeft(
+    decodeTimeout(timeout),
+    (error) => new InvalidArgumentError({ where, detail: formatParseError(error) }),
+  )

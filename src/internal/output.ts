@@ -92,24 +92,24 @@ export class LineSplitter {
 const utf8 = new TextEncoder()
 
 /**
- * The latest lines of a stream within `maxBytes` (UTF-8), oldest first.
+ * The latest lines of a stream within `maxBytes` (UTF-8), oldest first. A
+ * line that ended with a bare `\r` is replaced by the next one, as on a
+ * terminal; the pieces of a cut line are joined again.
  *
  * @internal
  */
 export class LineTail {
-  private lines: Array<{ text: string; bytes: number }> = []
+  private lines: Array<{ text: string; bytes: number; end: LineEnd }> = []
   private head = 0
   private bytes = 0
-  private redrawNext = false
 
   constructor(private readonly maxBytes: number) {}
 
   push(text: string, end: LineEnd): void {
-    if (this.redrawNext && this.lines.length > this.head) this.drop(this.lines.length - 1)
-    this.redrawNext = end === "redraw"
-    // Pieces of a cut line arrive separately; each counts its own bytes plus the newline that joins them.
-    const bytes = utf8.encode(text).length + 1
-    this.lines.push({ text, bytes })
+    const last = this.lines.length > this.head ? this.lines[this.lines.length - 1] : undefined
+    if (last?.end === "redraw") this.drop()
+    const bytes = utf8.encode(text).length + (end === "cut" ? 0 : 1)
+    this.lines.push({ text, bytes, end })
     this.bytes += bytes
     while (this.bytes > this.maxBytes && this.lines.length > this.head) {
       this.bytes -= this.lines[this.head].bytes
@@ -121,14 +121,17 @@ export class LineTail {
     }
   }
 
+  /** Each line with its `\n`, but the pieces of a cut line, which run on. */
   get text(): string {
     let text = ""
-    for (let i = this.head; i < this.lines.length; i++) text += (i === this.head ? "" : "\n") + this.lines[i].text
+    for (let i = this.head; i < this.lines.length; i++) {
+      text += this.lines[i].end === "cut" ? this.lines[i].text : `${this.lines[i].text}\n`
+    }
     return text
   }
 
-  private drop(index: number): void {
-    this.bytes -= this.lines[index].bytes
-    this.lines.splice(index, 1)
+  private drop(): void {
+    this.bytes -= this.lines[this.lines.length - 1].bytes
+    this.lines.pop()
   }
 }

@@ -142,7 +142,9 @@ export const spawn = (
     const pid = proc.pid as number
 
     const tail = new LineTail(options.stderrTailBytes)
-    const stderrDone = yield* Effect.forkScoped(drain(proc.stderr, "stderr", tail).pipe(Effect.annotateLogs("pid", pid)))
+    const stderrDone = yield* Effect.forkScoped(
+      drain(proc.stderr, "stderr", tail).pipe(Effect.annotateLogs("pid", pid)),
+    )
     const stdoutDone = yield* Effect.forkScoped(
       drain(proc.stdout, "stdout", undefined).pipe(Effect.annotateLogs("pid", pid)),
     )
