@@ -87,3 +87,7 @@ export type TaggedClassBase<Self, Tag extends string, Fields extends Schema.Stru
 /** `JSON.stringify` of at most `max` characters of `text`, saying how long it was when cut. */
 export const quote = (text: string, max = 80): string =>
   text.length <= max ? JSON.stringify(text) : `${JSON.stringify(text.slice(0, max))}… (${text.length} chars)`
+
+/** No fields: what an empty `TaggedClass` declares. */
+// deno-lint-ignore ban-types
+export type NoFields = {}
