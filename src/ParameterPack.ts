@@ -15,6 +15,7 @@ import * as Effect from "effect/Effect"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { randomUUID } from "node:crypto"
+import { toFloat32, toLittleEndianBytes } from "./internal/packBytes.ts"
 import * as pythonJson from "./internal/pythonJson.ts"
 import {
   type ClassBase,
@@ -198,7 +199,8 @@ export const make = (values: Float32Array, options: MakeOptions): ParameterPack 
  * separators=(",", ":"))).hexdigest()`, with Python's default
  * `ensure_ascii=True` (non-ASCII as lowercase `\uXXXX`, astral characters as
  * surrogate pairs) and keys sorted by code point. Integral numbers are
- * written as Python ints. Every own key of each entry is hashed, as Python
+ * written as Python ints (shapes, numels): the hash is Python's over
+ * `json.loads(JSON.stringify(layout))`. Every own key of each entry is hashed, as Python
  * hashes whatever its dicts hold.
  *
  * @since 0.2.0
@@ -349,35 +351,6 @@ const encodeManifest: (manifest: ParameterPackManifest) => typeof ParameterPackM
 const isPlainFileName = (name: string): boolean =>
   name !== "" && name !== "." && name !== ".." && !name.includes("/") && !name.includes("\\") && !name.includes("\0")
 
-const LITTLE_ENDIAN_HOST = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1
-
-/** Reverses each 4-byte group in place: little-endian float32 <-> big-endian. */
-const byteswap32 = (bytes: Uint8Array): void => {
-  for (let i = 0; i + 3 < bytes.length; i += 4) {
-    const a = bytes[i], b = bytes[i + 1]
-    bytes[i] = bytes[i + 3]
-    bytes[i + 1] = bytes[i + 2]
-    bytes[i + 2] = b
-    bytes[i + 3] = a
-  }
-}
-
-/** The bytes as float32s: a view when 4-byte aligned, else one copy; byteswapped on a big-endian host. */
-const toFloat32 = (bytes: Uint8Array): Float32Array => {
-  const own = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice()
-  if (!LITTLE_ENDIAN_HOST) byteswap32(own)
-  return new Float32Array(own.buffer, own.byteOffset, own.byteLength / 4)
-}
-
-/** The values as little-endian bytes: a view on a little-endian host, else one swapped copy. */
-const toLittleEndianBytes = (values: Float32Array): Uint8Array => {
-  const view = new Uint8Array(values.buffer, values.byteOffset, values.byteLength)
-  if (LITTLE_ENDIAN_HOST) return view
-  const copy = view.slice()
-  byteswap32(copy)
-  return copy
-}
-
 const isNotFound = (error: unknown): boolean =>
   typeof error === "object" && error !== null && "reason" in error && error.reason === "NotFound"
 
@@ -413,7 +386,9 @@ export const readManifest: (
       new ParameterPackError({
         path,
         reason: "InvalidManifest",
-        detail: ParseResult.TreeFormatter.formatErrorSync(cause),
+        detail: ParseResult.ArrayFormatter.formatErrorSync(cause)
+          .map((issue) => issue.path.length === 0 ? issue.message : `${issue.path.join(".")}: ${issue.message}`)
+          .join("; "),
       })
     ),
   )

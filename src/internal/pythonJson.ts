@@ -87,11 +87,13 @@ export const encodeFloat = (x: number): string => {
 }
 
 /**
- * An integral `number` is written as a Python `int` (torch shapes and numels
- * are ints; JavaScript cannot tell `2` from `2.0`), any other as a `float`.
+ * JavaScript cannot tell `2` from `2.0`, so a number is written as what Python
+ * would make of `JSON.stringify(x)`: an integral number below 1e21 (which
+ * JSON.stringify writes as digits) as an `int` (torch shapes and numels are
+ * ints), any other as a `float`. Hence `dumps(v)` is Python's
+ * `json.dumps(json.loads(JSON.stringify(v)), ...)`. Pass a bigint for an int past 1e21.
  */
-const encodeNumber = (x: number): string =>
-  Number.isInteger(x) ? (Math.abs(x) < 1e21 ? String(x) : BigInt(x).toString()) : encodeFloat(x)
+const encodeNumber = (x: number): string => Number.isInteger(x) && Math.abs(x) < 1e21 ? String(x) : encodeFloat(x)
 
 /** `json.dumps(value, sort_keys=True, separators=(",", ":"))`. */
 export const dumps = (value: PythonJson): string => {
