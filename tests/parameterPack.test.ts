@@ -7,7 +7,7 @@ import * as fc from "effect/FastCheck"
 import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { byteswap32, toFloat32 } from "../src/internal/packBytes.ts"
-import { dumps, type PythonJson } from "../src/internal/pythonJson.ts"
+import { dumps, encodeFloat, type PythonJson } from "../src/internal/pythonJson.ts"
 import * as ParameterPack from "../src/ParameterPack.ts"
 
 const PYTHON = "/usr/bin/python3"
@@ -286,20 +286,21 @@ describe("ParameterPack validation errors", () => {
 
 const PYTHON_DUMPS = `
 import hashlib, json, sys
-values = json.load(sys.stdin)
+request = json.load(sys.stdin)
 out = []
-for value in values:
+for value in request["values"]:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"))
     out.append([text, "torch-layout-" + hashlib.sha256(text.encode("utf-8")).hexdigest()])
-json.dump(out, sys.stdout)
+floats = [json.dumps(float(x)) for x in request["floats"]]
+json.dump({"dumps": out, "floats": floats}, sys.stdout)
 `
 
 /** Python's `[dumps(v), layout hash]` for each value, from one process. */
-const pythonDumps = (values: ReadonlyArray<unknown>) =>
+const pythonDumps = (values: ReadonlyArray<unknown>, floats: ReadonlyArray<number> = []) =>
   Command.make(PYTHON, "-c", PYTHON_DUMPS).pipe(
-    Command.feed(JSON.stringify(values)),
+    Command.feed(JSON.stringify({ values, floats })),
     Command.string,
-    Effect.map((text) => JSON.parse(text) as Array<[string, string]>),
+    Effect.map((text) => JSON.parse(text) as { dumps: Array<[string, string]>; floats: Array<string> }),
     Effect.provide(NodeContext.layer),
   )
 
@@ -382,7 +383,7 @@ describe("layout hash", () => {
         { numRuns: 400, seed: 20261201 },
       )
       layouts.push([{ name: "encoder.層.weight", shape: [2, 3], dtype: "torch.float32", numel: 6 }])
-      const python = yield* pythonDumps(layouts)
+      const python = (yield* pythonDumps(layouts)).dumps
       expect(python.length).toBe(layouts.length)
       layouts.forEach((layout, i) => {
         expect(dumps(layout)).toBe(python[i][0])
@@ -395,8 +396,24 @@ describe("layout hash", () => {
       const values = fc.sample(jsonArb, { numRuns: 600, seed: 42 })
       // Keys that UTF-16 order and code point order sort differently.
       values.push({ "\uff01": 1, "😀": 2, "\ue000": 3, "a": 4, "\ud800": 5 })
-      const python = yield* pythonDumps(values)
-      values.forEach((value, i) => expect(dumps(value)).toBe(python[i][0]))
+      // Floats as Python floats (integral ones included: 1e16 is "1e+16" as a float).
+      const floats = [
+        // (-0 cannot cross JSON: it arrives as 0.)
+        ...fc.sample(fc.double({ noNaN: true, noDefaultInfinity: true }), { numRuns: 300, seed: 7 })
+          .filter((x) => !Object.is(x, -0)),
+        1e16,
+        9999999999999998,
+        1e15,
+        123456789012345680000,
+        2 ** 60,
+        1e-4,
+        9.999999999999999e-5,
+        0,
+        1,
+      ]
+      const python = yield* pythonDumps(values, floats)
+      values.forEach((value, i) => expect(dumps(value)).toBe(python.dumps[i][0]))
+      floats.forEach((x, i) => expect(encodeFloat(x)).toBe(python.floats[i]))
     }))
 
   it.prop("is a pure function of the layout's content", [layoutArb], ([layout]) => {
