@@ -263,8 +263,9 @@ const run = (
     case "SignMajority": {
       const tie = TIE_VALUE[policy.tieBreak]
       const agreement = policy.minimumAgreement
+      const counters = kernels.makeSignCounters()
       return Effect.as(
-        inChunks(n, (start, end) => kernels.signMajorityRange(base, inputs, out, start, end, agreement, tie)),
+        inChunks(n, (start, end) => kernels.signMajorityRange(base, inputs, out, start, end, agreement, tie, counters)),
         out,
       )
     }

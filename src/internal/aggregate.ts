@@ -157,11 +157,28 @@ export const medianRange = (
 /** `tieBreak` as a number: what a coordinate becomes when positives and negatives tie for the most votes. */
 export type TieValue = 1 | -1 | 0
 
+/** Vote counters for `signMajorityRange`, MEAN_BLOCK coordinates each. */
+export interface SignCounters {
+  readonly positive: Int32Array
+  readonly negative: Int32Array
+  readonly zero: Int32Array
+}
+
+/** @internal */
+export const makeSignCounters = (): SignCounters => ({
+  positive: new Int32Array(MEAN_BLOCK),
+  negative: new Int32Array(MEAN_BLOCK),
+  zero: new Int32Array(MEAN_BLOCK),
+})
+
 /**
  * Sign majority per coordinate (PROTOCOL.md): 0 when zeros hold or share the
  * largest count; ±1 for the larger sign; `tie` when positives and negatives
  * tie for it; a non-zero result backed by a share of the k peers below
  * `minimumAgreement` becomes 0. A NaN abstains (counts toward k only).
+ * Votes are counted block by block, peer by peer (sequential reads, counts
+ * added without branches); the sign of θ − θᵢ in float64 is the sign of its
+ * float32 rounding, so Δᵢ need not be rounded here.
  */
 export const signMajorityRange = (
   base: Float32Array | undefined,
@@ -171,35 +188,54 @@ export const signMajorityRange = (
   end: number,
   minimumAgreement: number,
   tie: TieValue,
+  counters: SignCounters,
 ): void => {
   const k = inputs.length
-  for (let j = start; j < end; j++) {
-    let positive = 0
-    let negative = 0
-    let zero = 0
-    const b = base === undefined ? 0 : base[j]
+  const { positive: pos, negative: neg, zero: zer } = counters
+  for (let from = start; from < end; from += MEAN_BLOCK) {
+    const n = Math.min(MEAN_BLOCK, end - from)
+    pos.fill(0, 0, n)
+    neg.fill(0, 0, n)
+    zer.fill(0, 0, n)
     for (let i = 0; i < k; i++) {
-      const x = base === undefined ? inputs[i][j] : b - inputs[i][j]
-      if (x > 0) positive++
-      else if (x < 0) negative++
-      else if (x === 0) zero++
+      const input = inputs[i]
+      if (base === undefined) {
+        for (let j = 0; j < n; j++) {
+          const x = input[from + j]
+          pos[j] += +(x > 0)
+          neg[j] += +(x < 0)
+          zer[j] += +(x === 0)
+        }
+      } else {
+        for (let j = 0; j < n; j++) {
+          const x = base[from + j] - input[from + j]
+          pos[j] += +(x > 0)
+          neg[j] += +(x < 0)
+          zer[j] += +(x === 0)
+        }
+      }
     }
-    let sign: number
-    let votes: number
-    if (zero >= positive && zero >= negative) {
-      sign = 0
-      votes = zero
-    } else if (positive === negative) {
-      sign = tie
-      votes = positive
-    } else if (positive > negative) {
-      sign = 1
-      votes = positive
-    } else {
-      sign = -1
-      votes = negative
+    for (let j = 0; j < n; j++) {
+      const positive = pos[j]
+      const negative = neg[j]
+      const zero = zer[j]
+      let sign: number
+      let votes: number
+      if (zero >= positive && zero >= negative) {
+        sign = 0
+        votes = zero
+      } else if (positive === negative) {
+        sign = tie
+        votes = positive
+      } else if (positive > negative) {
+        sign = 1
+        votes = positive
+      } else {
+        sign = -1
+        votes = negative
+      }
+      out[from + j] = sign !== 0 && votes / k < minimumAgreement ? 0 : sign
     }
-    out[j] = sign !== 0 && votes / k < minimumAgreement ? 0 : sign
   }
 }
 
