@@ -59,11 +59,16 @@ const CoordinateMedianBase: TaggedClassBase<CoordinateMedian, "CoordinateMedian"
 export class CoordinateMedian extends CoordinateMedianBase {}
 
 /**
+ * What `SignMajority` gives a coordinate where positives and negatives tie
+ * for the most votes: 0, +1 or −1.
+ *
  * @since 0.2.0
  * @category policies
  */
 export const TieBreak: Schema.Literal<["Zero", "Positive", "Negative"]> = Schema.Literal("Zero", "Positive", "Negative")
 /**
+ * `"Zero" | "Positive" | "Negative"`.
+ *
  * @since 0.2.0
  * @category policies
  */
@@ -100,6 +105,8 @@ export class SignMajority extends SignMajorityBase {}
 export const AggregationPolicy: Schema.Union<[typeof Mean, typeof CoordinateMedian, typeof SignMajority]> = Schema
   .Union(Mean, CoordinateMedian, SignMajority)
 /**
+ * `Mean | CoordinateMedian | SignMajority`.
+ *
  * @since 0.2.0
  * @category policies
  */
@@ -130,6 +137,7 @@ const PackMismatchErrorBase: ErrorBase<PackMismatchError, "PackMismatchError", {
  * @category errors
  */
 export class PackMismatchError extends PackMismatchErrorBase {
+  /** Names the input and what differs; hashes are quoted to a bounded prefix. */
   override get message(): string {
     switch (this.reason) {
       case "NoPeers":
@@ -378,7 +386,9 @@ export class OuterOptimizer extends OuterOptimizerBase {}
  * @category outer optimizer
  */
 export interface OuterOptimizerState {
+  /** Outer steps taken so far. */
   readonly round: number
+  /** The momentum buffer v, `parameterCount` long; undefined before the first step with μ > 0. */
   readonly velocity: Float32Array | undefined
 }
 
@@ -391,6 +401,8 @@ export interface OuterOptimizerState {
 export const initialState: OuterOptimizerState = { round: 0, velocity: undefined }
 
 /**
+ * Where `outerStep` writes.
+ *
  * @since 0.2.0
  * @category outer optimizer
  */
@@ -400,11 +412,15 @@ export interface OuterStepOptions {
 }
 
 /**
+ * What `outerStep` gives back.
+ *
  * @since 0.2.0
  * @category outer optimizer
  */
 export interface OuterStepResult {
+  /** θ', the next global parameters. */
   readonly parameters: Float32Array
+  /** The state to pass to the next round's step. */
   readonly state: OuterOptimizerState
 }
 
@@ -463,6 +479,8 @@ export const outerStep: (
 // ---------------------------------------------------------------------------
 
 /**
+ * The inputs of `round`.
+ *
  * @since 0.2.0
  * @category rounds
  */
@@ -473,21 +491,28 @@ export interface RoundOptions {
   readonly locals: ReadonlyArray<string>
   /** Where the next global pack goes (a folder, created if missing). */
   readonly output: string
+  /** How the pseudo-gradients are combined. */
   readonly policy: AggregationPolicy
+  /** The outer SGD's hyperparameters. */
   readonly optimizer: OuterOptimizer
+  /** The state the previous round returned (`initialState` on the first). */
   readonly state: OuterOptimizerState
-  /** The model's layout (or its hash), which every pack must carry; else the base pack's hash is the guard. */
+  /** The model's layout, whose hash every pack must carry; else the base pack's hash is the guard. */
   readonly layout?: ReadonlyArray<ParameterPack.TensorLayoutLike> | undefined
+  /** The model's layout hash, when the layout itself is not at hand. */
   readonly layoutHash?: string | undefined
 }
 
 /**
+ * What `round` gives back.
+ *
  * @since 0.2.0
  * @category rounds
  */
 export interface RoundResult {
   /** The next global pack, as written (manifest with the five owner fields only). */
   readonly next: ParameterPack.ParameterPack
+  /** The state to keep for the next round. */
   readonly state: OuterOptimizerState
 }
 

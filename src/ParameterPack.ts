@@ -38,6 +38,8 @@ import {
 export const FORMAT = "burn-p2p-python-flattened-parameter-pack-v1" as const
 
 /**
+ * The manifest's file name inside a pack folder.
+ *
  * @since 0.2.0
  * @category constants
  */
@@ -106,9 +108,13 @@ export const Layout: Schema.Array$<typeof TensorLayout> = Schema.Array(TensorLay
  * @category models
  */
 export interface TensorLayoutLike {
+  /** The state-dict name, `KEY` or `MODULE.KEY`. */
   readonly name: string
+  /** The tensor's shape (ints). */
   readonly shape: ReadonlyArray<number>
+  /** torch's spelling: `"torch.float32"`, `"torch.float16"`, ... */
   readonly dtype: string
+  /** The element count (the product of `shape`). */
   readonly numel: number
 }
 
@@ -151,7 +157,9 @@ export class ParameterPackManifest extends ParameterPackManifestBase {}
  * @category models
  */
 export interface ParameterPack {
+  /** The manifest; `parameterCount` is `values.length`. */
   readonly manifest: ParameterPackManifest
+  /** Every kept tensor, flattened row-major, in layout order. */
   readonly values: Float32Array
   /** The folder it was read from, when it was: errors name it. */
   readonly path?: string | undefined
@@ -164,11 +172,17 @@ export interface ParameterPack {
  * @category models
  */
 export interface MakeOptions {
+  /** The workload's model schema hash, passed through unchanged. */
   readonly modelSchemaHash: string
+  /** The layout hash (`layoutHash(layout)`). */
   readonly layoutHash: string
+  /** The filter the pack was made with, when known (the owner usually leaves it out). */
   readonly stateDictFilter?: StateDictFilter | undefined
+  /** The state-dict keys packed, when known. */
   readonly includedKeys?: ReadonlyArray<string> | undefined
+  /** Float entries the filter dropped, when known. */
   readonly excludedFloatKeys?: ReadonlyArray<string> | undefined
+  /** Integer and boolean entries, never packed, when known. */
   readonly ignoredNonFloatKeys?: ReadonlyArray<string> | undefined
 }
 
@@ -260,6 +274,7 @@ const ParameterPackErrorBase: ErrorBase<ParameterPackError, "ParameterPackError"
  * @category errors
  */
 export class ParameterPackError extends ParameterPackErrorBase {
+  /** The path, the reason and what differs; any value from the pack is quoted to a bounded prefix. */
   override get message(): string {
     const where = `parameter pack ${this.path}`
     const detail = this.detail === undefined ? "" : `: ${quoteDetail(this.detail)}`
