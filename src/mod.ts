@@ -17,3 +17,5 @@ export {
 } from "./PythonWorker.ts"
 export { RuntimeCacheError } from "./RuntimeCache.ts"
 export * from "./WorkerError.ts"
+export * as DiLoCo from "./DiLoCo.ts"
+export * as ParameterPack from "./ParameterPack.ts"
