@@ -22,7 +22,7 @@
  *                     [--section same-core|cross-core|all] [--rust|--no-rust] [--profile DIR]
  *     deno task bench --help
  */
-import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
+import { Command, HelpDoc, Options, Usage, ValidationError } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
@@ -116,7 +116,7 @@ const ms = (value: number) => `${value.toFixed(value < 10 ? 2 : 1)} ms`
 const us = (value: number) => `${(value * 1000).toFixed(1)} µs`
 const mbps = (value: number) => `${value.toFixed(1)} MB/s`
 const perSecond = (value: number) => `${Math.round(value)}/s`
-const xFrame = (value: number) => `${value.toFixed(3)}x frame`
+const xFrame = (value: number) => `${value.toFixed(4)}x frame`
 
 // ---------------------------------------------------------------- the run's settings
 
@@ -507,6 +507,12 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
       `64 MiB frame = ${large.frameBytes} bytes; throughput = frame bytes / 10^6 / median seconds per call (send, train, answer); ` +
         `ours ${ms(large.ours)}, bare ${ms(large.bare)} per call`,
     )
+    const kib = (bytes: number) => `${Math.round(bytes / 1024)} KiB`
+    Table.note(
+      section,
+      `peak RSS above idle (kernel VmHWM after clear_refs, after gc(); the largest of ${settings.trainRuns} calls): ` +
+        `ours ${kib(large.oursPeak)}, bare ${kib(large.barePeak)}; 2 x frame = ${kib(2 * large.frameBytes)}`,
+    )
     return section
   })
 
@@ -619,9 +625,11 @@ const command = Command.make("bench", {
   noRust: Options.boolean("no-rust", { negationNames: ["rust"] }).pipe(
     Options.withDescription("--rust (default) adds the seed Rust client as a baseline when cargo can build it"),
   ),
-  profile: Options.directory("profile").pipe(
+  profile: Options.text("profile").pipe(
     Options.optional,
-    Options.withDescription("instead of the bench: write a deno --cpu-prof profile of --calls hello() calls here"),
+    Options.withDescription(
+      "instead of the bench: write a deno --cpu-prof profile of --calls hello() calls to this folder (created if missing), then print its top functions by self time",
+    ),
   ),
 }, (flags) =>
   Effect.gen(function* () {
@@ -666,7 +674,22 @@ const cli = Command.run(command, { name: "deno task bench", version: "0.1.0" })
 // `deno task bench -- --calls 100` forwards the `--` itself.
 const argv = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args
 
+/** @effect/cli has printed what was wrong; add the usage and leave with 2, as a shell tool does. */
+const usageError = Effect.sync(() => {
+  const usage = HelpDoc.toAnsiText(Usage.getHelp(Command.getUsage(command))).trimEnd()
+  console.error(`\nusage: deno task bench ${usage.replace(/^\$?\s*bench\s*/, "")}\n(--help for details)`)
+  return "usage" as const
+})
+
+const main = cli(["deno", "scripts/bench.ts", ...argv]).pipe(
+  Effect.catchIf(ValidationError.isValidationError, () => usageError),
+  Effect.provide(NodeContext.layer),
+)
+
 // Ctrl-C interrupts the program (its scopes stop every worker); exit 130 then, as a shell would.
-NodeRuntime.runMain(cli(["deno", "scripts/bench.ts", ...argv]).pipe(Effect.provide(NodeContext.layer)), {
-  teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? 0 : Cause.isInterruptedOnly(exit.cause) ? 130 : 1),
+NodeRuntime.runMain(main, {
+  teardown: (exit, onExit) =>
+    onExit(
+      Exit.isSuccess(exit) ? (exit.value === "usage" ? 2 : 0) : Cause.isInterruptedOnly(exit.cause) ? 130 : 1,
+    ),
 })

@@ -4,7 +4,7 @@
  * (`profile-top.ts`), and how to read the profile again.
  */
 import * as Effect from "effect/Effect"
-import { mkdirSync, readFileSync } from "node:fs"
+import { readFileSync } from "node:fs"
 import { resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { resolveProfile, summarise } from "./profile-top.ts"
@@ -20,8 +20,8 @@ export const profileHellos = (options: {
 }): Effect.Effect<void, Error> =>
   Effect.tryPromise({
     try: async () => {
+      // Deno creates the folder and writes the profile itself: no --allow-write for it.
       const dir = resolve(options.dir)
-      mkdirSync(dir, { recursive: true })
       const args = [
         "run",
         "--cpu-prof",
