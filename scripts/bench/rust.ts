@@ -9,6 +9,7 @@ import { spawnSync } from "node:child_process"
 import { existsSync, readdirSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import * as External from "./external.ts"
 
 const DIR = fileURLToPath(new URL("../rust-compat", import.meta.url))
 const REGISTRY = "/usr/share/cargo/registry"
@@ -71,30 +72,20 @@ export interface RustBenchOptions {
 
 /** One `rust-compat bench` run: its figures, or why it failed (the bench goes on without them). */
 export const rustBench = (binary: string, options: RustBenchOptions): Effect.Effect<RustFigures | string> =>
-  Effect.promise(async () => {
-    const args = [
-      "bench",
-      "--python",
-      options.python,
-      "--spawn-python",
-      options.spawnPython,
-      "--calls",
-      String(options.calls),
-      "--spawn-runs",
-      String(options.spawnRuns),
-      "--train-runs",
-      String(options.trainRuns),
-      "--train-mib",
-      String(options.trainMib),
-      "--worker-cpu",
-      String(options.workerCpu),
-    ]
-    const out = await new Deno.Command(binary, { args, stdout: "piped", stderr: "piped" }).output()
-    const stdout = new TextDecoder().decode(out.stdout)
-    if (!out.success) return `rust bench (${options.label}) failed: ${firstLine(new TextDecoder().decode(out.stderr))}`
-    try {
-      return JSON.parse(firstLine(stdout)) as RustFigures
-    } catch {
-      return `rust bench (${options.label}) printed no JSON: ${firstLine(stdout)}`
-    }
-  })
+  External.json<RustFigures>(binary, [
+    "bench",
+    "--python",
+    options.python,
+    "--spawn-python",
+    options.spawnPython,
+    "--calls",
+    String(options.calls),
+    "--spawn-runs",
+    String(options.spawnRuns),
+    "--train-runs",
+    String(options.trainRuns),
+    "--train-mib",
+    String(options.trainMib),
+    "--worker-cpu",
+    String(options.workerCpu),
+  ]).pipe(Effect.map((figures) => typeof figures === "string" ? `rust bench (${options.label}): ${figures}` : figures))

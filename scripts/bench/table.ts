@@ -8,6 +8,8 @@
  *     const section = Table.make("same core")
  *     Table.compare(section, { figure: "hello median", ours: 20e-3, baseline: 15e-3, unit: us, target: Table.atMost(1.5) })
  *     console.log(Table.render(section))
+ *
+ * Figures another program prints as JSON come in through `External.json` (`external.ts`).
  */
 
 /** How a figure is judged against its baseline. */
