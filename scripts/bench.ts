@@ -21,6 +21,17 @@
  *     deno task bench [--python PATH] [--calls N] [--spawn-runs N] [--train-runs N]
  *                     [--section same-core|cross-core|all] [--rust|--no-rust] [--profile DIR]
  *     deno task bench --help
+ *     deno task bench --profile .bench/profile --calls 20000   # a --cpu-prof of hello(), top self time printed
+ *     bash scripts/rust-compat/run.sh --bench --worker-cpu 1   # the seed Rust client's figures alone, as JSON
+ *
+ * Permissions (the `bench` task): `--allow-run` (python at any path, taskset,
+ * sh, cargo, the Rust binary, deno for --profile), `--allow-net=127.0.0.1`,
+ * `--allow-read` (the interpreter, the runtime, node_modules, Debian's crate
+ * folder), `--allow-write=/tmp` (the workers' config files and the pinning
+ * wrapper: `os.tmpdir()`, so a TMPDIR elsewhere needs it added), `--allow-env`
+ * (the worker inherits the environment), `--allow-sys=cpus,loadavg,osRelease`
+ * (the report's header). Deno asks for `--allow-all` to read anything under
+ * `/proc`, so affinity and memory are read through `taskset` and `sh`.
  */
 import { Command, HelpDoc, Options, Usage, ValidationError } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
