@@ -508,7 +508,11 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
       `pinning read back with taskset: client ${
         affinity(Deno.pid)
       }; long-lived workers ours ${long.pins.ours}, bare ${long.pins.bare}` +
-        `${rust !== undefined && typeof rust !== "string" ? `, Rust ${rust.worker_affinity}` : ""}; ` +
+        `${
+          rust !== undefined && typeof rust !== "string"
+            ? `, Rust ${rust.worker_affinity} (Rust client ${rust.client_affinity})`
+            : ""
+        }; ` +
         `spawn runs ${[...spawn.affinities].join(", ")} (${
           wrapper === undefined ? "inherited from the client" : `via ${spawnPython}`
         })`,
