@@ -1,112 +1,79 @@
 /**
- * `deno task bench`: the client's costs beside the floor they sit on, in one run.
+ * `deno task bench`: the client's costs as ratios against baselines measured in
+ * the same run, each beside its target (issue "Speed"), in two sections:
  *
- * 1. Spawn to a ready `hello`: `PythonWorker.layer` acquire vs `python -c pass`.
- * 2. Small call round trip: `hello()` through the service vs a bare `node:net`
- *    client speaking the same frames to a second worker (same argv and env).
- * 3. `trainWindow` with 1, 16 and 64 MiB of payload vs the bare client sending
- *    the same request bytes.
+ * - same core: Deno and every worker on cpu0;
+ * - cross core: Deno on cpu0, every worker on cpu1.
  *
- * Client and baseline blocks alternate (ABBA) so drift hits both alike.
+ * Baselines: a bare `node:net` client (`bench/bare.ts`) driving a worker with
+ * the same argv and env, and the seed Rust client (`rust-compat bench`,
+ * skipped when cargo or Debian's crate sources are missing). Client and bare
+ * blocks alternate ABBA, so drift hits both alike; the Rust run brackets ours
+ * (half before, half after).
  *
- *     deno task bench [--python PATH] [--calls N] [--spawn-runs N] [--train-runs N] [--pin]
+ * Pinning: this script re-executes itself under `taskset -c 0` (all of Deno's
+ * threads on cpu0). Long-lived workers are pinned with `taskset -a -p -c N PID`
+ * right after they start (ours through `worker.pid`); spawn runs start the
+ * worker through a `taskset -c N python` wrapper in the cross-core section,
+ * and inherit cpu0 in the same-core one. Every pin is read back with
+ * `taskset -a -p -c PID` (`bench/pin.ts`) and the report says what it read.
  *
- * `--pin` re-executes this script under `taskset -c 0`, so Deno and both
- * workers share one core: a loopback round trip then costs ~15 µs instead of
- * ~100 µs across cores (PROTOCOL.md), which makes client overhead visible.
+ *     deno task bench [--python PATH] [--calls N] [--spawn-runs N] [--train-runs N]
+ *                     [--section same-core|cross-core|all] [--rust|--no-rust] [--profile DIR]
+ *     deno task bench --help
+ *     deno task bench --profile .bench/profile --calls 20000   # a --cpu-prof of hello(), top self time printed
+ *     bash scripts/rust-compat/run.sh --bench --worker-cpu 1   # the seed Rust client's figures alone, as JSON
+ *
+ * Permissions (the `bench` task): `--allow-run` (python at any path, taskset,
+ * sh, cargo, the Rust binary, deno for --profile), `--allow-net=127.0.0.1`,
+ * `--allow-read` (the interpreter, the runtime, node_modules, Debian's crate
+ * folder), `--allow-write=/tmp` (the workers' config files and the pinning
+ * wrapper: `os.tmpdir()`, so a TMPDIR elsewhere needs it added), `--allow-env`
+ * (the worker inherits the environment), `--allow-sys=cpus,loadavg,osRelease`
+ * (the report's header). Deno asks for `--allow-all` to read anything under
+ * `/proc`, so affinity and memory are read through `taskset` and `sh`.
  */
+import { Command, HelpDoc, Options, Usage, ValidationError } from "@effect/cli"
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { spawnSync } from "node:child_process"
-import { readFileSync, realpathSync } from "node:fs"
+import { realpathSync } from "node:fs"
 import os from "node:os"
 import { fileURLToPath } from "node:url"
-import { parseArgs } from "node:util"
 import { type BatchRef, PythonWorker, Rpcs } from "../src/mod.ts"
-import {
-  bareSpawnToHello,
-  bareStart,
-  type BareWorker,
-  bareWorker,
-  frame,
-  workerArgs,
-  type WorkerLaunch,
-} from "./bench/bare.ts"
+import { bareSpawnToHello, type BareWorker, bareWorker, frame, type WorkerLaunch } from "./bench/bare.ts"
+import { peakAbove } from "./bench/memory.ts"
+import { affinity, pin, pinnedPython, shellQuote } from "./bench/pin.ts"
+import { profileHellos } from "./bench/profile.ts"
+import { rustBench, rustBinary, type RustFigures } from "./bench/rust.ts"
+import * as Table from "./bench/table.ts"
 
-/** Set in the re-executed child, so `--pin` re-executes once. */
+/** Set in the re-executed child, so this script re-executes once. */
 const PINNED_ENV = "BURN_P2P_BENCH_PINNED"
+/** The permissions of the `bench` task in deno.json; the pinned re-execution gets the same. */
+export const PERMISSIONS = [
+  "--allow-run",
+  "--allow-net=127.0.0.1",
+  "--allow-read",
+  "--allow-write=/tmp",
+  "--allow-env",
+  "--allow-sys=cpus,loadavg,osRelease",
+]
+/**
+ * V8 flags of the pinned re-execution: `gc()` lets the memory figure start
+ * from a collected heap (`bench/memory.ts`); no permission is involved.
+ */
+const V8_FLAGS = ["--v8-flags=--expose-gc"]
 const MiB = 1024 * 1024
-const SIZES_MIB = [1, 16, 64]
-
-// `deno task bench -- --pin` forwards the `--` itself.
-const args = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args
-const { values: flags } = parseArgs({
-  args,
-  options: {
-    python: { type: "string", default: "/usr/bin/python3" },
-    calls: { type: "string", default: "5000" },
-    "spawn-runs": { type: "string", default: "20" },
-    "train-runs": { type: "string", default: "5" },
-    pin: { type: "boolean", default: false },
-    help: { type: "boolean", default: false },
-  },
-})
-
-if (flags.help) {
-  console.log("deno task bench [--python PATH] [--calls N] [--spawn-runs N] [--train-runs N] [--pin]")
-  Deno.exit(0)
-}
-
-const count = (name: string, raw: string): number => {
-  const value = Number(raw)
-  if (!Number.isInteger(value) || value < 1) {
-    console.error(`--${name} must be a positive integer, got ${JSON.stringify(raw)}`)
-    Deno.exit(2)
-  }
-  return value
-}
-const calls = count("calls", flags.calls)
-const spawnRuns = count("spawn-runs", flags["spawn-runs"])
-const trainRuns = count("train-runs", flags["train-runs"])
-
-if (flags.pin && Deno.env.get(PINNED_ENV) !== "1") {
-  // The terminal's Ctrl-C reaches the child too (same process group): let it clean up, then exit with its code.
-  const child = new Deno.Command("taskset", {
-    args: ["-c", "0", Deno.execPath(), "run", "-A", fileURLToPath(import.meta.url), ...args],
-    env: { [PINNED_ENV]: "1" },
-    stdin: "inherit",
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn()
-  Deno.addSignalListener("SIGINT", () => {})
-  Deno.addSignalListener("SIGTERM", () => child.kill("SIGTERM"))
-  Deno.exit((await child.status).code)
-}
-
-const probe = spawnSync(flags.python, ["-c", "import sys; print(sys.version.split()[0])"], { encoding: "utf8" })
-if (probe.status !== 0) {
-  console.error(`--python ${flags.python} does not run: ${probe.error?.message ?? probe.stderr}`)
-  Deno.exit(2)
-}
-const pythonVersion = probe.stdout.trim()
-
-const launch: WorkerLaunch = {
-  python: flags.python,
-  factory: "burn_p2p_python_runtime.reference_workload:make",
-  runtimeRoot: fileURLToPath(new URL("../python", import.meta.url)),
-  maxFrameBytes: 256 * MiB,
-}
-
-const layerOptions: PythonWorker.Options = {
-  workloadFactory: launch.factory,
-  pythonExecutable: launch.python,
-  maxFrameBytes: launch.maxFrameBytes,
-}
+const KiB = 1024
+const CONCURRENT_CALLERS = 64
 
 // ---------------------------------------------------------------- statistics
 
@@ -120,12 +87,21 @@ const median = (samples: ArrayLike<number>): number => {
   const mid = s.length >> 1
   return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2
 }
+const concat = (blocks: Array<Float64Array>): Float64Array => {
+  const out = new Float64Array(blocks.reduce((total, block) => total + block.length, 0))
+  let offset = 0
+  for (const block of blocks) {
+    out.set(block, offset)
+    offset += block.length
+  }
+  return out
+}
 
 /** Runs client and baseline blocks in ABBA order, so neither always goes first. */
-const alternate = <A, B>(
+const alternate = <A, B, E1, E2>(
   blocks: number,
-  client: (block: number) => Effect.Effect<A, unknown>,
-  baseline: (block: number) => Effect.Effect<B, unknown>,
+  client: (block: number) => Effect.Effect<A, E1>,
+  baseline: (block: number) => Effect.Effect<B, E2>,
 ) =>
   Effect.gen(function* () {
     const a: Array<A> = []
@@ -145,46 +121,102 @@ const alternate = <A, B>(
 const promise = <A>(run: () => Promise<A>) =>
   Effect.tryPromise({ try: run, catch: (error) => error instanceof Error ? error : new Error(String(error)) })
 
-// ---------------------------------------------------------------- 1. spawn
+// ---------------------------------------------------------------- units
 
-/** Milliseconds until `PythonWorker.layer` has built (it awaits `hello`); the release is not timed. */
-const layerStart = Effect.scoped(Effect.gen(function* () {
-  const started = performance.now()
-  yield* Layer.build(PythonWorker.layer(layerOptions))
-  return performance.now() - started
-}))
+const ms = (value: number) => `${value.toFixed(value < 10 ? 2 : 1)} ms`
+const us = (value: number) => `${(value * 1000).toFixed(1)} µs`
+const mbps = (value: number) => `${value.toFixed(1)} MB/s`
+const perSecond = (value: number) => `${Math.round(value)}/s`
+const xFrame = (value: number) => `${value.toFixed(4)}x frame`
 
-const measureSpawn = Effect.gen(function* () {
-  // One untimed round of each warms the page cache and Deno's lazy module paths.
-  yield* layerStart
-  yield* promise(() => bareStart(launch.python))
-  yield* bareSpawnToHello(launch)
-  const { baseline, client } = yield* alternate(
-    spawnRuns,
-    () => layerStart,
-    () => Effect.zip(promise(() => bareStart(launch.python)), bareSpawnToHello(launch)),
-  )
-  return {
-    layer: median(client),
-    python: median(baseline.map(([python]) => python)),
-    bareHello: median(baseline.map(([, hello]) => hello)),
-  }
+// ---------------------------------------------------------------- the run's settings
+
+interface Settings {
+  readonly python: string
+  readonly calls: number
+  readonly spawnRuns: number
+  readonly trainRuns: number
+  readonly sections: ReadonlyArray<SectionSpec>
+  readonly rust: boolean
+}
+
+interface SectionSpec {
+  readonly name: "same-core" | "cross-core"
+  readonly title: string
+  /** The worker's CPU; the client is always on cpu0. */
+  readonly workerCpu: number
+  /** hello median target (ours / bare). */
+  readonly helloTarget: number
+}
+
+const SECTIONS: ReadonlyArray<SectionSpec> = [
+  { name: "same-core", title: "same core (client cpu0, worker cpu0)", workerCpu: 0, helloTarget: 1.5 },
+  { name: "cross-core", title: "cross core (client cpu0, worker cpu1)", workerCpu: 1, helloTarget: 1.3 },
+]
+
+const FACTORY = "burn_p2p_python_runtime.reference_workload:make"
+const RUNTIME_ROOT = fileURLToPath(new URL("../python", import.meta.url))
+const MAX_FRAME_BYTES = 256 * MiB
+
+const launchOf = (python: string): WorkerLaunch => ({
+  python,
+  factory: FACTORY,
+  runtimeRoot: RUNTIME_ROOT,
+  maxFrameBytes: MAX_FRAME_BYTES,
+})
+const layerOptionsOf = (python: string): PythonWorker.Options => ({
+  workloadFactory: FACTORY,
+  pythonExecutable: python,
+  maxFrameBytes: MAX_FRAME_BYTES,
 })
 
-// ---------------------------------------------------------------- 2. round trip
+// ---------------------------------------------------------------- 1. spawn to a ready hello
 
-const clientHellos = (hello: Effect.Effect<unknown, unknown>, n: number) =>
+/**
+ * Milliseconds from `PythonWorker.layer` acquire until it has built (it awaits
+ * the first `hello`); the release is not timed. The worker's affinity is read
+ * back before the release (untimed).
+ */
+const layerSpawn = (python: string) =>
+  Effect.scoped(Effect.gen(function* () {
+    const started = performance.now()
+    const context = yield* Layer.build(PythonWorker.layer(layerOptionsOf(python)))
+    const elapsed = performance.now() - started
+    return { elapsed, affinity: affinity(Context.get(context, PythonWorker).pid) }
+  }))
+
+const measureSpawn = (settings: Settings, spawnPython: string) =>
+  Effect.gen(function* () {
+    // One untimed round of each warms the page cache and Deno's lazy module paths.
+    yield* layerSpawn(spawnPython)
+    yield* bareSpawnToHello(launchOf(spawnPython))
+    const { baseline, client } = yield* alternate(
+      settings.spawnRuns,
+      () => layerSpawn(spawnPython),
+      () => bareSpawnToHello(launchOf(spawnPython)),
+    )
+    return {
+      ours: median(client.map((run) => run.elapsed)),
+      bare: median(baseline.map((run) => run.elapsed)),
+      affinities: new Set([...client, ...baseline].map((run) => run.affinity)),
+    }
+  })
+
+// ---------------------------------------------------------------- 2. hello round trips
+
+/** `n` calls of `call()`, each a fresh Effect built inside the loop, as an application writes it. */
+const oursLoop = (call: () => Effect.Effect<unknown, unknown>, n: number) =>
   Effect.gen(function* () {
     const samples = new Float64Array(n)
     for (let i = 0; i < n; i++) {
       const started = performance.now()
-      yield* hello
+      yield* call()
       samples[i] = performance.now() - started
     }
     return samples
   })
 
-const bareHellos = (worker: BareWorker, n: number) =>
+const bareLoop = (worker: BareWorker, n: number) =>
   promise(async () => {
     const samples = new Float64Array(n)
     for (let i = 0; i < n; i++) {
@@ -195,46 +227,58 @@ const bareHellos = (worker: BareWorker, n: number) =>
     return samples
   })
 
-const concat = (blocks: Array<Float64Array>): Float64Array => {
-  const out = new Float64Array(blocks.reduce((total, block) => total + block.length, 0))
-  let offset = 0
-  for (const block of blocks) {
-    out.set(block, offset)
-    offset += block.length
-  }
-  return out
-}
-
-const measureRoundTrip = (worker: PythonWorker.Service, bare: BareWorker) =>
+const measureHello = (settings: Settings, call: () => Effect.Effect<unknown, unknown>, bare: BareWorker) =>
   Effect.gen(function* () {
-    const blocks = Math.min(10, calls)
-    const perBlock = Math.ceil(calls / blocks)
+    const blocks = Math.min(10, settings.calls)
+    const perBlock = Math.ceil(settings.calls / blocks)
     const warmUp = Math.min(1000, perBlock)
-    // `hello()` is the public method (with its `Effect.fn` span); `call` is the same request without the span.
-    const spanned = worker.hello()
-    const unspanned = worker.call(Rpcs.hello, null)
-    yield* clientHellos(spanned, warmUp)
-    yield* clientHellos(unspanned, warmUp)
-    yield* bareHellos(bare, warmUp)
-    const measure = (hello: Effect.Effect<unknown, unknown>) =>
-      Effect.map(
-        alternate(blocks, () => clientHellos(hello, perBlock), () => bareHellos(bare, perBlock)),
-        ({ baseline, client }) => {
-          const a = concat(client)
-          const b = concat(baseline)
-          return {
-            n: a.length,
-            client: { median: median(a), p99: quantile(a, 0.99) },
-            baseline: { median: median(b), p99: quantile(b, 0.99) },
-          }
-        },
-      )
-    return { spanned: yield* measure(spanned), unspanned: yield* measure(unspanned) }
+    yield* oursLoop(call, warmUp)
+    yield* bareLoop(bare, warmUp)
+    const { baseline, client } = yield* alternate(
+      blocks,
+      () => oursLoop(call, perBlock),
+      () => bareLoop(bare, perBlock),
+    )
+    const a = concat(client)
+    const b = concat(baseline)
+    return {
+      n: a.length,
+      ours: { median: median(a), p99: quantile(a, 0.99) },
+      bare: { median: median(b), p99: quantile(b, 0.99) },
+    }
+  })
+
+/** Calls per second: `callers` fibers sharing `total` hello calls vs the same calls one after another. */
+const measureConcurrency = (settings: Settings, worker: PythonWorker.Service) =>
+  Effect.gen(function* () {
+    const each = Math.max(1, Math.floor(settings.calls / CONCURRENT_CALLERS / 2))
+    const total = each * CONCURRENT_CALLERS
+    const timed = (self: Effect.Effect<unknown, unknown>) =>
+      Effect.gen(function* () {
+        const started = performance.now()
+        yield* self
+        return total / ((performance.now() - started) / 1000)
+      })
+    const sequential = timed(Effect.gen(function* () {
+      for (let i = 0; i < total; i++) yield* worker.hello()
+    }))
+    const concurrent = timed(Effect.forEach(
+      Array.from({ length: CONCURRENT_CALLERS }),
+      () =>
+        Effect.gen(function* () {
+          for (let i = 0; i < each; i++) yield* worker.hello()
+        }),
+      { concurrency: "unbounded", discard: true },
+    ))
+    yield* concurrent
+    yield* sequential
+    const { baseline, client } = yield* alternate(6, () => concurrent, () => sequential)
+    return { total, concurrent: median(client), sequential: median(baseline) }
   })
 
 // ---------------------------------------------------------------- 3. trainWindow
 
-const batchOf = (paddingBytes: number): BatchRef => ({
+const batchOf = (paddingBytes: number): BatchRef & { kind: "micro_epoch" } => ({
   kind: "micro_epoch",
   leaseId: "bench",
   microshardIds: ["bench-0"],
@@ -258,154 +302,412 @@ const wireParams = (modelId: string, batch: BatchRef & { kind: "micro_epoch" }) 
   }],
 })
 
-const measureTrain = (worker: PythonWorker.Service, bare: BareWorker) =>
+interface TrainFigures {
+  readonly frameBytes: number
+  readonly ours: number
+  readonly bare: number
+  /** Peak resident bytes above idle during the call, the largest over the runs (see `bench/memory.ts`). */
+  readonly oursPeak: number
+  readonly barePeak: number
+}
+
+const measureTrain = (
+  worker: PythonWorker.Service,
+  bare: BareWorker,
+  models: { readonly ours: string; readonly bare: string },
+  paddingBytes: number,
+  runs: number,
+  memory: boolean,
+) =>
   Effect.gen(function* () {
-    const clientModel = yield* worker.initModel("cpu")
-    const bareModel = ((yield* promise(() =>
-      bare.call("init_model", { device: "cpu" })
-    )) as { model_id: string }).model_id
-    const rows = []
-    for (const mib of SIZES_MIB) {
-      const batch = batchOf(mib * MiB) as BatchRef & { kind: "micro_epoch" }
-      const bareParams = wireParams(bareModel, batch)
-      // The baseline must send the bytes the client sends: compare the params' JSON once.
-      const clientJson = JSON.stringify(
-        Schema.encodeSync(Rpcs.trainWindow.params)({ modelId: clientModel, batches: [batch] }),
-      )
-      const bareJson = JSON.stringify(bareParams)
-      if (clientJson !== bareJson) {
-        return yield* Effect.fail(new Error(`baseline params differ from the client's at ${mib} MiB`))
-      }
-      const frameBytes = frame(`{"id":1,"method":"train_window","params":${bareJson}}`).length
-      const clientRun = Effect.gen(function* () {
-        const started = performance.now()
-        yield* worker.trainWindow(clientModel, [batch])
-        return performance.now() - started
-      })
-      const bareRun = promise(async () => {
-        const started = performance.now()
-        await bare.call("train_window", bareParams)
-        return performance.now() - started
-      })
-      yield* clientRun
-      yield* bareRun
-      const { baseline, client } = yield* alternate(trainRuns, () => clientRun, () => bareRun)
-      rows.push({ mib, frameBytes, client: median(client), baseline: median(baseline) })
+    const batch = batchOf(paddingBytes)
+    const bareParams = wireParams(models.bare, batch)
+    // The baseline must send the bytes the client sends: compare the params' JSON once.
+    const clientJson = JSON.stringify(
+      Schema.encodeSync(Rpcs.trainWindow.params)({ modelId: models.ours, batches: [batch] }),
+    )
+    const bareJson = JSON.stringify(bareParams)
+    if (clientJson.length !== bareJson.length || clientJson.replace(models.ours, models.bare) !== bareJson) {
+      return yield* Effect.fail(new Error(`baseline params differ from the client's at ${paddingBytes} bytes`))
     }
-    return rows
+    const frameBytes = frame(`{"id":1,"method":"train_window","params":${bareJson}}`).length
+    const oursRun = Effect.gen(function* () {
+      const started = performance.now()
+      yield* worker.trainWindow(models.ours, [batch])
+      return performance.now() - started
+    })
+    const bareRun = promise(async () => {
+      const started = performance.now()
+      await bare.call("train_window", bareParams)
+      return performance.now() - started
+    })
+    const withPeak = (self: Effect.Effect<number, unknown>) =>
+      memory ? peakAbove(Deno.pid, self) : Effect.map(self, (value) => ({ value, peakBytes: 0, collected: false }))
+    // Warm-up also flattens the padding string (`repeat` builds a rope).
+    yield* oursRun
+    yield* bareRun
+    const { baseline, client } = yield* alternate(runs, () => withPeak(oursRun), () => withPeak(bareRun))
+    return {
+      frameBytes,
+      ours: median(client.map((run) => run.value)),
+      bare: median(baseline.map((run) => run.value)),
+      oursPeak: Math.max(...client.map((run) => run.peakBytes)),
+      barePeak: Math.max(...baseline.map((run) => run.peakBytes)),
+    } satisfies TrainFigures
   })
 
-// ---------------------------------------------------------------- report
+// ---------------------------------------------------------------- one section
 
-const shellQuote = (word: string) => /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`
+const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Option<string> | string) =>
+  Effect.gen(function* () {
+    const section = Table.make(spec.title)
+    const cpu = spec.workerCpu
+    // Same core: the worker inherits cpu0 from this (pinned) process. Cross core: a wrapper pins it from exec on.
+    const wrapper = cpu === 0 ? undefined : pinnedPython(cpu, settings.python)
+    yield* Effect.addFinalizer(() => Effect.sync(() => wrapper?.remove()))
+    const spawnPython = wrapper?.path ?? settings.python
 
-const environment = () => {
-  const cmdline = readFileSync("/proc/self/cmdline", "utf8").split("\0").filter((word) => word !== "")
-  const pinned = Deno.env.get(PINNED_ENV) === "1"
-  const affinity = /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "?"
+    const rustRuns = (half: number) =>
+      typeof rustBinary === "string" ? Effect.succeed(undefined) : Option.match(rustBinary, {
+        onNone: () => Effect.succeed(undefined),
+        onSome: (binary) =>
+          rustBench(binary, {
+            python: settings.python,
+            spawnPython,
+            calls: Math.max(100, Math.ceil(settings.calls / 2)),
+            spawnRuns: Math.max(2, Math.ceil(settings.spawnRuns / 2)),
+            trainRuns: Math.max(1, Math.ceil(settings.trainRuns / 2)),
+            trainMib: 64,
+            workerCpu: cpu,
+            label: `${spec.name} ${half}`,
+          }),
+      })
+    const rustBefore = yield* rustRuns(1)
+
+    const spawn = yield* measureSpawn(settings, spawnPython)
+
+    const long = yield* Effect.scoped(Effect.gen(function* () {
+      const worker = Context.get(yield* Layer.build(PythonWorker.layer(layerOptionsOf(settings.python))), PythonWorker)
+      const bare = yield* bareWorker(launchOf(settings.python))
+      const pins = { ours: pin(worker.pid, cpu), bare: pin(bare.pid, cpu) }
+      const spanned = yield* measureHello(settings, () => worker.hello(), bare)
+      const unspanned = yield* measureHello(settings, () => worker.call(Rpcs.hello, null), bare)
+      const concurrency = yield* measureConcurrency(settings, worker)
+      const models = {
+        ours: yield* worker.initModel("cpu"),
+        bare: ((yield* promise(() => bare.call("init_model", { device: "cpu" }))) as { model_id: string }).model_id,
+      }
+      const small = yield* measureTrain(worker, bare, models, KiB, Math.max(50, settings.trainRuns * 20), false)
+      const large = yield* measureTrain(worker, bare, models, 64 * MiB, settings.trainRuns, true)
+      return { pins, spanned, unspanned, concurrency, small, large }
+    }))
+
+    const rustAfter = yield* rustRuns(2)
+    const rust = mergeRust(rustBefore, rustAfter)
+
+    const { spanned, unspanned, concurrency, small, large } = long
+    Table.compare(section, {
+      figure: `hello(), fresh Effect per call, spans on: median (n=${spanned.n}) vs bare`,
+      ours: spanned.ours.median,
+      baseline: spanned.bare.median,
+      unit: us,
+      target: Table.atMost(spec.helloTarget),
+    })
+    Table.compare(section, {
+      figure: `hello(): p99 vs bare p99`,
+      ours: spanned.ours.p99,
+      baseline: spanned.bare.p99,
+      unit: us,
+      target: Table.atMost(3),
+    })
+    Table.compare(section, {
+      figure: `worker.call(Rpcs.hello, null): median vs bare`,
+      ours: unspanned.ours.median,
+      baseline: unspanned.bare.median,
+      unit: us,
+      target: Table.atMost(1.2),
+    })
+    Table.compare(section, {
+      figure: `worker.call(Rpcs.hello, null): p99 vs bare p99`,
+      ours: unspanned.ours.p99,
+      baseline: unspanned.bare.p99,
+      unit: us,
+    })
+    Table.compare(section, {
+      figure: `trainWindow 1 KiB params, median (n=${Math.max(50, settings.trainRuns * 20)}) vs bare`,
+      ours: small.ours,
+      baseline: small.bare,
+      unit: ms,
+      target: Table.atMost(1.3),
+    })
+    Table.compare(section, {
+      figure: `spawn -> ready hello, median (n=${settings.spawnRuns}) vs bare`,
+      ours: spawn.ours,
+      baseline: spawn.bare,
+      unit: ms,
+      target: Table.plusAtMost(3, ms),
+    })
+    const throughput = (millis: number) => large.frameBytes / 1e6 / (millis / 1000)
+    Table.compare(section, {
+      figure: `trainWindow 64 MiB, throughput (n=${settings.trainRuns}) vs bare`,
+      ours: throughput(large.ours),
+      baseline: throughput(large.bare),
+      unit: mbps,
+      target: Table.atLeast(1),
+    })
+    Table.compare(section, {
+      figure: `trainWindow 64 MiB, client peak RSS above idle (bare for scale)`,
+      ours: large.oursPeak / large.frameBytes,
+      baseline: large.barePeak / large.frameBytes,
+      unit: xFrame,
+      target: Table.absolute("<= 2.00x frame", (ours) => ours <= 2),
+    })
+    Table.compare(section, {
+      figure: `${CONCURRENT_CALLERS} concurrent callers vs sequential, hello/s (${concurrency.total} calls)`,
+      ours: concurrency.concurrent,
+      baseline: concurrency.sequential,
+      unit: perSecond,
+      target: Table.atLeast(0.95),
+    })
+    if (rust === undefined || typeof rust === "string") {
+      const why = rust ?? (typeof rustBinary === "string" ? rustBinary : "--no-rust")
+      for (
+        const figure of ["hello() median vs seed Rust", "spawn -> ready hello vs seed Rust", "64 MiB vs seed Rust"]
+      ) {
+        Table.skip(section, figure, why)
+      }
+    } else {
+      Table.compare(section, {
+        figure: `hello() median vs seed Rust client (n=${rust.hello.n})`,
+        ours: spanned.ours.median,
+        baseline: rust.hello.median_us / 1000,
+        unit: us,
+      })
+      Table.compare(section, {
+        figure: `hello() p99 vs seed Rust client p99`,
+        ours: spanned.ours.p99,
+        baseline: rust.hello.p99_us / 1000,
+        unit: us,
+      })
+      Table.compare(section, {
+        figure: `spawn -> ready hello vs seed Rust client (25 ms accept poll)`,
+        ours: spawn.ours,
+        baseline: rust.spawn_to_hello.median_ms,
+        unit: ms,
+      })
+      Table.compare(section, {
+        figure: `trainWindow 64 MiB, throughput vs seed Rust client (n=${rust.train_window.runs})`,
+        ours: throughput(large.ours),
+        baseline: rust.train_window.mb_per_s,
+        unit: mbps,
+        target: Table.atLeast(1),
+      })
+    }
+    Table.note(
+      section,
+      `pinning read back with taskset: client ${
+        affinity(Deno.pid)
+      }; long-lived workers ours ${long.pins.ours}, bare ${long.pins.bare}` +
+        `${
+          rust !== undefined && typeof rust !== "string"
+            ? `, Rust ${rust.worker_affinity} (Rust client ${rust.client_affinity})`
+            : ""
+        }; ` +
+        `spawn runs ${[...spawn.affinities].join(", ")} (${
+          wrapper === undefined ? "inherited from the client" : `via ${spawnPython}`
+        })`,
+    )
+    Table.note(
+      section,
+      `64 MiB frame = ${large.frameBytes} bytes; throughput = frame bytes / 10^6 / median seconds per call (send, train, answer); ` +
+        `ours ${ms(large.ours)}, bare ${ms(large.bare)} per call`,
+    )
+    const kib = (bytes: number) => `${Math.round(bytes / 1024)} KiB`
+    Table.note(
+      section,
+      `peak RSS above idle (kernel VmHWM after clear_refs, after gc(); the largest of ${settings.trainRuns} calls): ` +
+        `ours ${kib(large.oursPeak)}, bare ${kib(large.barePeak)}; 2 x frame = ${kib(2 * large.frameBytes)}`,
+    )
+    return section
+  })
+
+type RustRun = RustFigures | string | undefined
+
+/** Averages the bracketing Rust runs (each half of the samples); a string is why it did not run. */
+const mergeRust = (before: RustRun, after: RustRun): RustRun => {
+  if (typeof before !== "object" || typeof after !== "object") {
+    return typeof before === "string" ? before : typeof after === "string" ? after : undefined
+  }
+  const mean = (a: number, b: number) => (a + b) / 2
+  return {
+    ...after,
+    hello: {
+      n: before.hello.n + after.hello.n,
+      median_us: mean(before.hello.median_us, after.hello.median_us),
+      p99_us: mean(before.hello.p99_us, after.hello.p99_us),
+    },
+    spawn_to_hello: {
+      ...after.spawn_to_hello,
+      n: before.spawn_to_hello.n + after.spawn_to_hello.n,
+      median_ms: mean(before.spawn_to_hello.median_ms, after.spawn_to_hello.median_ms),
+    },
+    train_window: {
+      ...after.train_window,
+      runs: before.train_window.runs + after.train_window.runs,
+      median_ms: mean(before.train_window.median_ms, after.train_window.median_ms),
+      mb_per_s: mean(before.train_window.mb_per_s, after.train_window.mb_per_s),
+    },
+    worker_affinity: [...new Set([before.worker_affinity, after.worker_affinity])].join("|"),
+  }
+}
+
+// ---------------------------------------------------------------- the program
+
+const environment = (settings: Settings, args: ReadonlyArray<string>) => {
   const cpus = os.cpus()
+  const python = settings.python
+  const probe = spawnSync(python, ["-c", "import sys; print(sys.version.split()[0])"], { encoding: "utf8" })
   return [
-    `command:  ${pinned ? "taskset -c 0 " : ""}${cmdline.map(shellQuote).join(" ")}`,
-    `pinned:   ${pinned ? "yes (taskset -c 0: Deno and both workers share core 0)" : "no"}; CPU affinity ${affinity}`,
+    `command:  taskset -c 0 deno run ${[...V8_FLAGS, ...PERMISSIONS].join(" ")} scripts/bench.ts ${
+      args.map(shellQuote).join(" ")
+    }`,
+    `client:   pid ${Deno.pid}, CPU affinity ${affinity(Deno.pid)} (every thread, read with taskset -a -p -c)`,
     `cores:    ${cpus.length} x ${cpus[0]?.model ?? "?"}; ${os.type()} ${os.release()}`,
-    `python:   ${launch.python} -> ${realpathSync(launch.python)} (${pythonVersion})`,
+    `python:   ${python} -> ${realpathSync(python)} (${probe.stdout.trim()})`,
     `deno:     ${Deno.version.deno} (V8 ${Deno.version.v8})`,
     `load:     ${
       os.loadavg().map((load) => load.toFixed(2)).join(" ")
     } (1/5/15 min; other processes skew every figure)`,
-    `bytecode: ${
-      Deno.env.get("PYTHONDONTWRITEBYTECODE")
-        ? "PYTHONDONTWRITEBYTECODE is set: the worker compiles its modules at every start"
-        : `cached (${Deno.env.get("PYTHONPYCACHEPREFIX") ?? "__pycache__"})`
-    }`,
-    `worker:   ${launch.python} ${workerArgs(launch, "PORT").map(shellQuote).join(" ")}`,
-    `          PYTHONPATH=${launch.runtimeRoot} PYTHONUNBUFFERED=1, stdin a pipe (exit on EOF)`,
+    `worker:   ${python} -m burn_p2p_python_runtime.worker --factory ${FACTORY} --config-file FILE ` +
+    `--connect-host 127.0.0.1 --connect-port PORT`,
+    `          PYTHONPATH=${RUNTIME_ROOT} PYTHONUNBUFFERED=1, stdin a pipe (exit on EOF); the Rust client: stdin /dev/null`,
+    `runs:     spawn ${settings.spawnRuns} each; hello ${settings.calls} calls each (ABBA blocks, after warm-up); ` +
+    `trainWindow 1 KiB ${Math.max(50, settings.trainRuns * 20)}, 64 MiB ${settings.trainRuns} runs each`,
   ].join("\n")
 }
 
-const ms = (value: number) => `${value.toFixed(value < 10 ? 2 : 1)} ms`
-const us = (value: number) => `${(value * 1000).toFixed(1)} µs`
-const signed = (value: number, unit: (value: number) => string) => `${value >= 0 ? "+" : "-"}${unit(Math.abs(value))}`
-const times = (value: number) => `${value.toFixed(2)}x`
-const verdict = (met: boolean) => (met ? "met" : "MISSED")
+const bench = (settings: Settings, args: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const probe = spawnSync(settings.python, ["-c", "pass"], { encoding: "utf8" })
+    if (probe.status !== 0) {
+      return yield* Effect.fail(
+        new Error(`--python ${settings.python} does not run: ${probe.error?.message ?? probe.stderr}`),
+      )
+    }
+    console.log(environment(settings, args))
+    const rust: Option.Option<string> | string = settings.rust ? yield* rustBinaryOrWhy : Option.none()
+    if (typeof rust === "string") console.log(`rust:     skipped: ${rust}`)
+    else if (Option.isSome(rust)) {
+      console.log(`rust:     ${rust.value} bench (built once, cached under scripts/rust-compat/target/)`)
+    } else console.log("rust:     skipped: --no-rust")
+    for (const spec of settings.sections) {
+      const section = yield* Effect.scoped(runSection(settings, spec, rust))
+      console.log(`\n${Table.render(section)}`)
+    }
+  })
 
-const table = (rows: Array<Array<string>>): string => {
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)))
-  const line = (row: Array<string>) =>
-    row.map((cell, column) => column === 0 ? cell.padEnd(widths[column]) : cell.padStart(widths[column])).join("  ")
-  return [line(rows[0]), widths.map((width) => "-".repeat(width)).join("  "), ...rows.slice(1).map(line)].join("\n")
-}
-
-const program = Effect.gen(function* () {
-  console.log(environment())
-  console.log(
-    `runs:     spawn ${spawnRuns} each; hello ${calls} calls each (ABBA blocks, after warm-up); ` +
-      `trainWindow ${trainRuns} runs per size each\n`,
-  )
-
-  const spawn = yield* measureSpawn
-  const { roundTrip, train } = yield* Effect.scoped(Effect.gen(function* () {
-    const worker = Context.get(yield* Layer.build(PythonWorker.layer(layerOptions)), PythonWorker)
-    const bare = yield* bareWorker(launch)
-    return { roundTrip: yield* measureRoundTrip(worker, bare), train: yield* measureTrain(worker, bare) }
-  }))
-
-  /** A figure beside its baseline: ratio, difference and, where the issue sets one, the target. */
-  const compare = (
-    figure: string,
-    client: number,
-    baseline: number,
-    unit: (value: number) => string,
-    target?: { readonly label: string; readonly met: boolean },
-  ) => [
-    figure,
-    unit(client),
-    unit(baseline),
-    times(client / baseline),
-    signed(client - baseline, unit),
-    target?.label ?? "",
-    target === undefined ? "" : verdict(target.met),
-  ]
-  const { spanned, unspanned } = roundTrip
-  const rows: Array<Array<string>> = [
-    ["figure", "client", "baseline", "ratio", "difference", "target", ""],
-    compare("spawn -> ready hello, median (vs python -c pass)", spawn.layer, spawn.python, ms, {
-      label: "<= +30 ms",
-      met: spawn.layer - spawn.python <= 30,
-    }),
-    compare("  same, vs bare-socket worker spawn -> hello", spawn.layer, spawn.bareHello, ms),
-    compare(`hello round trip, median (n=${spanned.n})`, spanned.client.median, spanned.baseline.median, us, {
-      label: "<= 1.10x",
-      met: spanned.client.median / spanned.baseline.median <= 1.1,
-    }),
-    compare(`hello round trip, p99 (n=${spanned.n})`, spanned.client.p99, spanned.baseline.p99, us),
-    compare("  same, worker.call(Rpcs.hello): no span, median", unspanned.client.median, unspanned.baseline.median, us),
-  ]
-  for (const row of train) {
-    const mbps = (millis: number) => row.frameBytes / 1e6 / (millis / 1000)
-    const ratio = mbps(row.client) / mbps(row.baseline)
-    rows.push(
-      compare(`trainWindow ${row.mib} MiB, median time/call (n=${trainRuns})`, row.client, row.baseline, ms),
-      [
-        `trainWindow ${row.mib} MiB, throughput MB/s`,
-        mbps(row.client).toFixed(1),
-        mbps(row.baseline).toFixed(1),
-        times(ratio),
-        "",
-        ">= 0.80x",
-        verdict(ratio >= 0.8),
-      ],
-    )
-  }
-  console.log(table(rows))
-  console.log(
-    `\nthroughput = request frame bytes (${
-      train.map((row) => `${row.mib} MiB: ${row.frameBytes}`).join(", ")
-    }) / 10^6 / median seconds per call (send, train, answer).`,
-  )
+/** The Rust binary (built if needed), or why it cannot be had. */
+const rustBinaryOrWhy: Effect.Effect<Option.Option<string> | string> = Effect.sync(() => {
+  const why = rustBinary()
+  return why.ok ? Option.some(why.binary) : why.reason
 })
 
+// ---------------------------------------------------------------- CLI
+
+const positive = (name: string, fallback: number, description: string) =>
+  Options.integer(name).pipe(
+    Options.withDefault(fallback),
+    Options.withDescription(description),
+    Options.mapEffect((value) =>
+      value >= 1
+        ? Effect.succeed(value)
+        : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--${name} must be a positive integer, got ${value}`)))
+    ),
+  )
+
+const command = Command.make("bench", {
+  python: Options.text("python").pipe(
+    Options.withDefault("/usr/bin/python3"),
+    Options.withDescription("the Python interpreter every worker runs on"),
+  ),
+  calls: positive("calls", 5000, "hello calls per client and figure (ABBA blocks after a warm-up)"),
+  spawnRuns: positive("spawn-runs", 20, "spawn -> ready hello runs per client"),
+  trainRuns: positive("train-runs", 5, "trainWindow 64 MiB runs per client (1 KiB: 20x as many)"),
+  section: Options.choice("section", ["same-core", "cross-core", "all"]).pipe(
+    Options.withDefault("all" as const),
+    Options.withDescription("same-core: worker on cpu0 with the client; cross-core: worker on cpu1"),
+  ),
+  noRust: Options.boolean("no-rust", { negationNames: ["rust"] }).pipe(
+    Options.withDescription("--rust (default) adds the seed Rust client as a baseline when cargo can build it"),
+  ),
+  pin: Options.boolean("pin").pipe(
+    Options.withDescription("accepted for older command lines: the client is always on cpu0 now (see --section)"),
+  ),
+  profile: Options.text("profile").pipe(
+    Options.optional,
+    Options.withDescription(
+      "instead of the bench: write a deno --cpu-prof profile of --calls hello() calls to this folder (created if missing), then print its top functions by self time",
+    ),
+  ),
+}, (flags) =>
+  Effect.gen(function* () {
+    const args = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args
+    if (Deno.env.get(PINNED_ENV) !== "1") return yield* reexecPinned(args)
+    if (Option.isSome(flags.profile)) {
+      return yield* profileHellos({
+        python: flags.python,
+        calls: flags.calls,
+        dir: flags.profile.value,
+        permissions: PERMISSIONS,
+      })
+    }
+    yield* bench({
+      python: flags.python,
+      calls: flags.calls,
+      spawnRuns: flags.spawnRuns,
+      trainRuns: flags.trainRuns,
+      sections: SECTIONS.filter((spec) => flags.section === "all" || flags.section === spec.name),
+      rust: !flags.noRust,
+    }, args)
+  })).pipe(Command.withDescription("The client's costs as ratios against baselines measured in the same run."))
+
+/** Runs this script again under `taskset -c 0` with the same permissions and arguments; exits with its code. */
+const reexecPinned = (args: ReadonlyArray<string>) =>
+  Effect.async<never>(() => {
+    // The terminal's Ctrl-C reaches the child too (same process group): let it clean up, then exit with its code.
+    const child = new Deno.Command("taskset", {
+      args: ["-c", "0", Deno.execPath(), "run", ...V8_FLAGS, ...PERMISSIONS, fileURLToPath(import.meta.url), ...args],
+      env: { [PINNED_ENV]: "1" },
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn()
+    Deno.addSignalListener("SIGINT", () => {})
+    Deno.addSignalListener("SIGTERM", () => child.kill("SIGTERM"))
+    child.status.then((status) => Deno.exit(status.code))
+  })
+
+const cli = Command.run(command, { name: "deno task bench", version: "0.1.0" })
+
+// `deno task bench -- --calls 100` forwards the `--` itself.
+const argv = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args
+
+/** @effect/cli has printed what was wrong; add the usage and leave with 2, as a shell tool does. */
+const usageError = Effect.sync(() => {
+  const usage = HelpDoc.toAnsiText(Usage.getHelp(Command.getUsage(command))).trimEnd()
+  console.error(`\nusage: deno task bench ${usage.replace(/^\$?\s*bench\s*/, "")}\n(--help for details)`)
+  return "usage" as const
+})
+
+const main = cli(["deno", "scripts/bench.ts", ...argv]).pipe(
+  Effect.catchIf(ValidationError.isValidationError, () => usageError),
+  Effect.provide(NodeContext.layer),
+)
+
 // Ctrl-C interrupts the program (its scopes stop every worker); exit 130 then, as a shell would.
-NodeRuntime.runMain(program, {
-  teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? 0 : Cause.isInterruptedOnly(exit.cause) ? 130 : 1),
+NodeRuntime.runMain(main, {
+  teardown: (exit, onExit) =>
+    onExit(
+      Exit.isSuccess(exit) ? (exit.value === "usage" ? 2 : 0) : Cause.isInterruptedOnly(exit.cause) ? 130 : 1,
+    ),
 })

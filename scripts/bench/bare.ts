@@ -8,7 +8,12 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { Buffer } from "node:buffer"
 import { type ChildProcess, spawn } from "node:child_process"
+import { randomUUID } from "node:crypto"
+import { rmSync, writeFileSync } from "node:fs"
 import * as Net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { affinity } from "./pin.ts"
 
 /** How long a bare worker gets to exit after SIGTERM before SIGKILL. */
 const STOP_GRACE_MS = 2000
@@ -20,14 +25,14 @@ export interface WorkerLaunch {
   readonly maxFrameBytes: number
 }
 
-/** The worker's argv, as `PythonWorker.make` builds it. */
-export const workerArgs = (launch: WorkerLaunch, port: number | string): Array<string> => [
+/** The worker's argv, as `PythonWorker.make` builds it (the config in a private file, `--config-file`). */
+export const workerArgs = (launch: WorkerLaunch, port: number | string, configFile: string): Array<string> => [
   "-m",
   "burn_p2p_python_runtime.worker",
   "--factory",
   launch.factory,
-  "--config-json",
-  "{}",
+  "--config-file",
+  configFile,
   "--connect-host",
   "127.0.0.1",
   "--connect-port",
@@ -97,7 +102,11 @@ const launch = (options: WorkerLaunch, onChild: (child: ChildProcess) => void): 
     server.once("error", reject)
     server.listen({ host: "127.0.0.1", port: 0 }, () => {
       const port = (server.address() as Net.AddressInfo).port
-      const child = spawn(options.python, workerArgs(options, port), {
+      // As the client does: the config in a fresh private file, removed once the worker has connected.
+      const configFile = join(tmpdir(), `burn-p2p-bench-config-${randomUUID()}.json`)
+      writeFileSync(configFile, "{}", { mode: 0o600, flag: "wx" })
+      const removeConfig = () => rmSync(configFile, { force: true })
+      const child = spawn(options.python, workerArgs(options, port, configFile), {
         env: workerEnv(options),
         stdio: ["pipe", "ignore", "pipe"],
       })
@@ -109,14 +118,17 @@ const launch = (options: WorkerLaunch, onChild: (child: ChildProcess) => void): 
       })
       child.once("error", (error) => {
         server.close()
+        removeConfig()
         reject(error)
       })
       child.once("exit", (code, signal) => {
         server.close()
+        removeConfig()
         reject(new Error(`bare worker exited (${code ?? signal}) before connecting; stderr:\n${stderr}`))
       })
       server.once("connection", (socket) => {
         server.close()
+        removeConfig()
         socket.setNoDelay(true)
         resolve(client(child.pid!, socket))
       })
@@ -184,11 +196,17 @@ export const bareWorker = (options: WorkerLaunch): Effect.Effect<BareWorker, Err
   )
 }
 
-/** Milliseconds from spawn to the `hello` answer, for a bare worker; it is stopped afterwards (not timed). */
-export const bareSpawnToHello = (options: WorkerLaunch): Effect.Effect<number, Error> =>
+/**
+ * Milliseconds from spawn to the `hello` answer, for a bare worker, and the
+ * worker's CPU affinity read back afterwards; it is stopped afterwards (neither is timed).
+ */
+export const bareSpawnToHello = (
+  options: WorkerLaunch,
+): Effect.Effect<{ readonly elapsed: number; readonly affinity: string }, Error> =>
   Effect.scoped(Effect.gen(function* () {
     const started = performance.now()
     const worker = yield* bareWorker(options)
     yield* Effect.tryPromise({ try: () => worker.call("hello", null), catch: (error) => error as Error })
-    return performance.now() - started
+    const elapsed = performance.now() - started
+    return { elapsed, affinity: affinity(worker.pid) }
   }))

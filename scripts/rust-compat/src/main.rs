@@ -5,6 +5,7 @@
 
 #[path = "../../../../shared/seeds/000_1c8a35757d4d6f55.txt"]
 mod client;
+mod bench;
 
 use std::{
     collections::BTreeMap,
@@ -68,6 +69,14 @@ impl Drop for ScratchDir {
 }
 
 fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("bench") {
+        if let Err(error) = bench::run(args) {
+            eprintln!("FAIL: {error:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(error) = run() {
         eprintln!("FAIL: {error:#}");
         std::process::exit(1);

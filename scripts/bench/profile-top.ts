@@ -1,0 +1,81 @@
+/**
+ * Summarises a V8 `.cpuprofile` (as `deno run --cpu-prof` writes it) by self
+ * time: the functions the samples landed in, not their callers.
+ *
+ *     deno run --allow-read scripts/bench/profile-top.ts PROFILE.cpuprofile|DIR [--top N]
+ *
+ * Given a folder, it reads the newest `.cpuprofile` in it.
+ */
+import { readdirSync, readFileSync, statSync } from "node:fs"
+import { join } from "node:path"
+
+interface ProfileNode {
+  readonly id: number
+  readonly callFrame: {
+    readonly functionName: string
+    readonly url: string
+    readonly lineNumber: number
+    readonly columnNumber: number
+  }
+}
+
+interface CpuProfile {
+  readonly nodes: ReadonlyArray<ProfileNode>
+  readonly samples: ReadonlyArray<number>
+  readonly timeDeltas: ReadonlyArray<number>
+}
+
+/** The newest `.cpuprofile` under `path` when it is a folder, else `path`. */
+export const resolveProfile = (path: string): string => {
+  if (!statSync(path).isDirectory()) return path
+  const newest = readdirSync(path)
+    .filter((name) => name.endsWith(".cpuprofile"))
+    .map((name) => ({ name, mtime: statSync(join(path, name)).mtimeMs }))
+    .sort((a, b) => b.mtime - a.mtime)[0]
+  if (newest === undefined) throw new Error(`no .cpuprofile in ${path}`)
+  return join(path, newest.name)
+}
+
+const shortUrl = (url: string) => {
+  const nodeModules = url.lastIndexOf("/node_modules/")
+  if (nodeModules >= 0) {
+    return url.slice(nodeModules + "/node_modules/".length).replace(/^\.deno\/[^/]+\/node_modules\//, "")
+  }
+  return url.replace(/^file:\/\/.*?\/(src|scripts)\//, "$1/")
+}
+
+/** A table of the `top` functions by self time, with their share of all samples. */
+export const summarise = (profile: CpuProfile, top: number): string => {
+  const byNode = new Map<number, ProfileNode>(profile.nodes.map((node) => [node.id, node]))
+  const self = new Map<string, number>()
+  let total = 0
+  profile.samples.forEach((id, i) => {
+    // A sample's delta is the time since the previous sample: charge it to this sample's frame.
+    const micros = profile.timeDeltas[i] ?? 0
+    total += micros
+    const frame = byNode.get(id)?.callFrame
+    const key = frame === undefined
+      ? "?"
+      : `${frame.functionName || "(anonymous)"}  ${shortUrl(frame.url)}${frame.url ? `:${frame.lineNumber + 1}` : ""}`
+    self.set(key, (self.get(key) ?? 0) + micros)
+  })
+  const rows = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, top)
+  return [
+    `self time  share  function  location   (${(total / 1000).toFixed(0)} ms sampled)`,
+    ...rows.map(([key, micros]) =>
+      `${(micros / 1000).toFixed(1).padStart(7)} ms  ${(100 * micros / total).toFixed(1).padStart(4)}%  ${key}`
+    ),
+  ].join("\n")
+}
+
+if (import.meta.main) {
+  const args = [...Deno.args]
+  const topAt = args.indexOf("--top")
+  const top = topAt >= 0 ? Number(args.splice(topAt, 2)[1]) : 25
+  if (args.length !== 1 || !Number.isInteger(top) || top < 1) {
+    console.error("usage: deno run --allow-read scripts/bench/profile-top.ts PROFILE.cpuprofile|DIR [--top N]")
+    Deno.exit(2)
+  }
+  const path = resolveProfile(args[0])
+  console.log(`${path}\n${summarise(JSON.parse(readFileSync(path, "utf8")) as CpuProfile, top)}`)
+}
