@@ -536,7 +536,8 @@ class ConnectTokenTest(unittest.TestCase):
     def test_the_token_frame_comes_first_and_the_token_leaves_the_environment(self):
         worker = HardWorker(self, env={TOKEN_ENV: self.TOKEN}).accept()
         first = worker.sock.recv(65536)
-        body = b'{"connect_token":"%s"}' % self.TOKEN.encode()
+        pid = worker.process.pid
+        body = b'{"connect_token":"%s","pid":%d,"pgid":%d}' % (self.TOKEN.encode(), pid, os.getpgid(pid))
         self.assertEqual(first, len(body).to_bytes(8, "big") + body)
         self.assertEqual(worker.result("apply_patch", {"do": "env", "name": TOKEN_ENV}), {"in_environ": False, "in_child": False})
         self.assertEqual(worker.result("hello")["workload_name"], "hardening")
@@ -554,7 +555,9 @@ class ConnectTokenTest(unittest.TestCase):
             worker = WorkerProcess(self, env={TOKEN_ENV: self.TOKEN})
             started = time.perf_counter()
             worker.accept()
-            self.assertEqual(json.loads(read_frame(worker.sock, 1024)), {"connect_token": self.TOKEN})
+            pid = worker.process.pid
+            body = read_frame(worker.sock, 1024)
+            self.assertEqual(body, b'{"connect_token":"%s","pid":%d,"pgid":%d}' % (self.TOKEN.encode(), pid, os.getpgid(pid)))
             durations.append(time.perf_counter() - started)
             worker.result("shutdown")
             worker.wait()
