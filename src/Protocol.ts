@@ -418,6 +418,181 @@ const ReconcileParams: Schema.Struct<{
 })
 
 /**
+ * Which state-dict entries a parameter pack holds (protocol 2): an entry is
+ * kept when `includeGlobs` is empty or one matches, and no `excludeGlobs`
+ * entry matches (Python's `fnmatchcase`; excludes win).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const StateDictFilter: Schema.Struct<{
+  includeGlobs: Wire<Schema.Array$<typeof Schema.String>, "include_globs">
+  excludeGlobs: Wire<Schema.Array$<typeof Schema.String>, "exclude_globs">
+}> = Schema.Struct({
+  includeGlobs: wire(Schema.Array(Schema.String), "include_globs"),
+  excludeGlobs: wire(Schema.Array(Schema.String), "exclude_globs"),
+}).annotations({ identifier: "StateDictFilter" })
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type StateDictFilter = typeof StateDictFilter.Type
+
+/** Left out, everything is kept. */
+const keepAll: StateDictFilter = { includeGlobs: [], excludeGlobs: [] }
+
+/** A list that may be missing on the wire (an empty list then). */
+type DefaultList<Key extends string> = Schema.PropertySignature<
+  ":",
+  ReadonlyArray<string>,
+  Key,
+  "?:",
+  ReadonlyArray<string> | undefined,
+  true,
+  never
+>
+const defaultList = <const Key extends string>(key: Key): DefaultList<Key> =>
+  Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }).pipe(Schema.fromKey(key))
+
+const ParameterPackPlanBase: ClassBase<ParameterPackPlan, {
+  usesCustomParameterPackHooks: Wire<typeof Schema.Boolean, "uses_custom_parameter_pack_hooks">
+  layoutHash: Schema.PropertySignature<":", string | null, "layout_hash", "?:", string | null | undefined, true, never>
+  includedKeys: DefaultList<"included_keys">
+  excludedFloatKeys: DefaultList<"excluded_float_keys">
+  ignoredNonFloatKeys: DefaultList<"ignored_non_float_keys">
+  parameterCount: Schema.PropertySignature<":", number, "parameter_count", "?:", number | undefined, true, never>
+  genericPlanError: Schema.PropertySignature<
+    "?:",
+    string | undefined,
+    "generic_plan_error",
+    "?:",
+    string | undefined,
+    false,
+    never
+  >
+}> = Schema.Class<ParameterPackPlan>("ParameterPackPlan")({
+  usesCustomParameterPackHooks: wire(Schema.Boolean, "uses_custom_parameter_pack_hooks"),
+  layoutHash: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }).pipe(
+    Schema.fromKey("layout_hash"),
+  ),
+  includedKeys: defaultList("included_keys"),
+  excludedFloatKeys: defaultList("excluded_float_keys"),
+  ignoredNonFloatKeys: defaultList("ignored_non_float_keys"),
+  parameterCount: Schema.optionalWith(U64, { default: () => 0 }).pipe(Schema.fromKey("parameter_count")),
+  genericPlanError: Schema.optional(Schema.String).pipe(Schema.fromKey("generic_plan_error")),
+})
+/**
+ * What a parameter pack of a fresh model would hold (protocol 2): the
+ * layout hash, the kept, excluded and ignored keys, and the parameter count.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export class ParameterPackPlan extends ParameterPackPlanBase {}
+
+const InnerLoopResultBase: ClassBase<InnerLoopResult, {
+  stepsCompleted: Wire<typeof U32, "steps_completed">
+  metrics: typeof Metrics
+  innerOptimizerStatePath: Schema.PropertySignature<
+    "?:",
+    string | null | undefined,
+    "inner_optimizer_state_path",
+    "?:",
+    string | null | undefined,
+    false,
+    never
+  >
+  innerOptimizerStateEncoding: Schema.PropertySignature<
+    "?:",
+    string | null | undefined,
+    "inner_optimizer_state_encoding",
+    "?:",
+    string | null | undefined,
+    false,
+    never
+  >
+}> = Schema.Class<InnerLoopResult>("InnerLoopResult")({
+  stepsCompleted: wire(U32, "steps_completed"),
+  metrics: Metrics,
+  innerOptimizerStatePath: Schema.optional(Schema.NullOr(Schema.String)).pipe(
+    Schema.fromKey("inner_optimizer_state_path"),
+  ),
+  innerOptimizerStateEncoding: Schema.optional(Schema.NullOr(Schema.String)).pipe(
+    Schema.fromKey("inner_optimizer_state_encoding"),
+  ),
+})
+/**
+ * What `runInnerLoop` did: the steps it ran, its metrics, and where the
+ * inner optimiser's state now is (pass it to the next round).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export class InnerLoopResult extends InnerLoopResultBase {}
+
+/**
+ * The options of one DiLoCo inner loop.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface InnerLoopOptions {
+  readonly numInnerSteps: number
+  /** The folder the worker writes the model to, as a parameter pack, when the loop ends. */
+  readonly outputParameterPackPath: string
+  readonly modelSchemaHash: string
+  /** The previous round's optimiser state; none on the first round. */
+  readonly innerOptimizerStatePath?: string | null | undefined
+  /** A different step count is an error, on both sides. */
+  readonly requireExactSteps?: boolean | undefined
+  readonly filter?: StateDictFilter | undefined
+}
+
+const PackPlanParams: Schema.Struct<{
+  device: typeof Schema.String
+  stateDictFilter: Wire<typeof StateDictFilter, "state_dict_filter">
+}> = Schema.Struct({ device: Schema.String, stateDictFilter: wire(StateDictFilter, "state_dict_filter") })
+const ExportPackParams: Schema.Struct<{
+  modelId: Wire<typeof Schema.String, "model_id">
+  parameterPackPath: Wire<typeof Schema.String, "parameter_pack_path">
+  modelSchemaHash: Wire<typeof Schema.String, "model_schema_hash">
+  stateDictFilter: Wire<typeof StateDictFilter, "state_dict_filter">
+}> = Schema.Struct({
+  modelId: wire(Schema.String, "model_id"),
+  parameterPackPath: wire(Schema.String, "parameter_pack_path"),
+  modelSchemaHash: wire(Schema.String, "model_schema_hash"),
+  stateDictFilter: wire(StateDictFilter, "state_dict_filter"),
+})
+const ImportPackParams: Schema.Struct<{
+  device: typeof Schema.String
+  parameterPackPath: Wire<typeof Schema.String, "parameter_pack_path">
+  stateDictFilter: Wire<typeof StateDictFilter, "state_dict_filter">
+}> = Schema.Struct({
+  device: Schema.String,
+  parameterPackPath: wire(Schema.String, "parameter_pack_path"),
+  stateDictFilter: wire(StateDictFilter, "state_dict_filter"),
+})
+const InnerLoopParams: Schema.Struct<{
+  modelId: Wire<typeof Schema.String, "model_id">
+  batches: Schema.Array$<typeof BatchRef>
+  numInnerSteps: Wire<typeof U32, "num_inner_steps">
+  innerOptimizerStatePath: Wire<Schema.NullOr<typeof Schema.String>, "inner_optimizer_state_path">
+  outputParameterPackPath: Wire<typeof Schema.String, "output_parameter_pack_path">
+  modelSchemaHash: Wire<typeof Schema.String, "model_schema_hash">
+  requireExactSteps: Wire<typeof Schema.Boolean, "require_exact_steps">
+  stateDictFilter: Wire<typeof StateDictFilter, "state_dict_filter">
+}> = Schema.Struct({
+  modelId: wire(Schema.String, "model_id"),
+  batches: Schema.Array(BatchRef),
+  numInnerSteps: wire(U32, "num_inner_steps"),
+  innerOptimizerStatePath: wire(Schema.NullOr(Schema.String), "inner_optimizer_state_path"),
+  outputParameterPackPath: wire(Schema.String, "output_parameter_pack_path"),
+  modelSchemaHash: wire(Schema.String, "model_schema_hash"),
+  requireExactSteps: wire(Schema.Boolean, "require_exact_steps"),
+  stateDictFilter: wire(StateDictFilter, "state_dict_filter"),
+})
+
+/**
  * How a service method's model ids reach the wire and come back. Ids the
  * client hands out name the worker process that minted them, so an id from
  * a process that has since died is refused before anything is sent.
@@ -453,6 +628,8 @@ export interface Rpc<P, PI, R, RI, Args extends ReadonlyArray<any> = any, A = an
   readonly modelOf: (params: P) => string | undefined
   /** The capability a worker must advertise in `hello` before this method is sent. */
   readonly capability: string | undefined
+  /** What is wrong with a result that decoded but does not answer these params, if anything. */
+  readonly verify: (params: P, result: R) => string | undefined
 }
 
 const rpc = <P, PI, R, RI, const Args extends ReadonlyArray<any>, A>(
@@ -466,6 +643,7 @@ const rpc = <P, PI, R, RI, const Args extends ReadonlyArray<any>, A>(
     readonly fromResult: (result: R, ids: ModelIds) => A
     readonly modelOf?: (params: P) => string | undefined
     readonly capability?: string
+    readonly verify?: (params: P, result: R) => string | undefined
   },
 ): Rpc<P, PI, R, RI, Args, A> => ({
   method,
@@ -477,6 +655,7 @@ const rpc = <P, PI, R, RI, const Args extends ReadonlyArray<any>, A>(
   fromResult: service.fromResult,
   modelOf: service.modelOf ?? (() => undefined),
   capability: service.capability,
+  verify: service.verify ?? (() => undefined),
 })
 
 /** The `Rpc` sending `Params` and answering `Result`, called with `Args` and giving `A`. */
@@ -533,6 +712,30 @@ export interface Rpcs {
     string
   >
   readonly releaseModel: RpcOf<typeof ModelRef, typeof Ack, [modelId: string], void>
+  readonly parameterPackPlan: RpcOf<
+    typeof PackPlanParams,
+    typeof ParameterPackPlan,
+    [device: string, filter?: StateDictFilter | undefined],
+    ParameterPackPlan
+  >
+  readonly exportParameterPack: RpcOf<
+    typeof ExportPackParams,
+    typeof Ack,
+    [modelId: string, path: string, modelSchemaHash: string, filter?: StateDictFilter | undefined],
+    void
+  >
+  readonly importParameterPack: RpcOf<
+    typeof ImportPackParams,
+    typeof ModelHandle,
+    [device: string, path: string, filter?: StateDictFilter | undefined],
+    string
+  >
+  readonly runInnerLoop: RpcOf<
+    typeof InnerLoopParams,
+    typeof InnerLoopResult,
+    [modelId: string, batches: ReadonlyArray<BatchRef>, options: InnerLoopOptions],
+    InnerLoopResult
+  >
   readonly shutdown: RpcOf<typeof Schema.Null, typeof Ack, [], void>
 }
 
@@ -643,6 +846,58 @@ export const Rpcs: Rpcs = {
     toParams: (ids, modelId: string) => ({ modelId: ids.toWire(modelId) }),
     fromResult: nothing,
     modelOf: modelIdOf,
+  }),
+  parameterPackPlan: rpc("parameter_pack_plan", PackPlanParams, ParameterPackPlan, {
+    doc: "what a pack of a fresh model on the device would hold (protocol 2)",
+    arity: 2,
+    toParams: (_ids, device: string, filter?: StateDictFilter) => ({ device, stateDictFilter: filter ?? keepAll }),
+    fromResult: same,
+    capability: "parameter_pack_export",
+  }),
+  exportParameterPack: rpc("export_parameter_pack", ExportPackParams, Ack, {
+    doc: "writes the model as a parameter pack folder (protocol 2)",
+    arity: 4,
+    toParams: (ids, modelId: string, path: string, modelSchemaHash: string, filter?: StateDictFilter) => ({
+      modelId: ids.toWire(modelId),
+      parameterPackPath: path,
+      modelSchemaHash,
+      stateDictFilter: filter ?? keepAll,
+    }),
+    fromResult: nothing,
+    modelOf: modelIdOf,
+    capability: "parameter_pack_export",
+  }),
+  importParameterPack: rpc("import_parameter_pack", ImportPackParams, ModelHandle, {
+    doc: "a new model loaded from a parameter pack folder, checked against its layout hash; its id (protocol 2)",
+    arity: 3,
+    toParams: (_ids, device: string, path: string, filter?: StateDictFilter) => ({
+      device,
+      parameterPackPath: path,
+      stateDictFilter: filter ?? keepAll,
+    }),
+    fromResult: mintedId,
+    capability: "parameter_pack_import",
+  }),
+  runInnerLoop: rpc("run_inner_loop", InnerLoopParams, InnerLoopResult, {
+    doc: "DiLoCo's inner loop: N local steps, then the model written as a pack (protocol 2)",
+    arity: 3,
+    toParams: (ids, modelId: string, batches: ReadonlyArray<BatchRef>, options: InnerLoopOptions) => ({
+      modelId: ids.toWire(modelId),
+      batches,
+      numInnerSteps: options.numInnerSteps,
+      innerOptimizerStatePath: options.innerOptimizerStatePath ?? null,
+      outputParameterPackPath: options.outputParameterPackPath,
+      modelSchemaHash: options.modelSchemaHash,
+      requireExactSteps: options.requireExactSteps ?? false,
+      stateDictFilter: options.filter ?? keepAll,
+    }),
+    fromResult: same,
+    modelOf: modelIdOf,
+    capability: "diloco_checkpoint_job",
+    verify: (params, result) =>
+      params.requireExactSteps && result.stepsCompleted !== params.numInnerSteps
+        ? `the worker ran ${result.stepsCompleted} inner steps; exactly ${params.numInnerSteps} were required`
+        : undefined,
   }),
   shutdown: rpc("shutdown", Schema.Null, Ack, {
     doc: "the worker answers, then exits (sent by the layer on release)",

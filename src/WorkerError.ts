@@ -368,6 +368,29 @@ export class MissingCapabilityError extends MissingCapabilityErrorBase {
   }
 }
 
+const ResultMismatchErrorBase: ErrorBase<ResultMismatchError, "ResultMismatchError", {
+  method: typeof Schema.String
+  id: typeof Schema.Number
+  detail: typeof Schema.String
+}> = Schema.TaggedError<ResultMismatchError>()("ResultMismatchError", {
+  method: Schema.String,
+  id: Schema.Number,
+  detail: Schema.String,
+})
+/**
+ * The worker answered, in the right shape, but not what the call asked for
+ * (`runInnerLoop` with `requireExactSteps` got another step count). The
+ * worker keeps serving.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class ResultMismatchError extends ResultMismatchErrorBase {
+  override get message(): string {
+    return `${this.method}#${this.id}: ${this.detail}`
+  }
+}
+
 /**
  * What an RPC can fail with.
  *
@@ -384,6 +407,7 @@ export type CallError =
   | ModelLostError
   | WorkerGaveUpError
   | MissingCapabilityError
+  | ResultMismatchError
 
 /**
  * What acquiring the service can fail with (the first `hello` included).

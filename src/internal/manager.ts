@@ -37,6 +37,7 @@ import {
   MissingCapabilityError,
   ModelLostError,
   ProtocolError,
+  ResultMismatchError,
   RpcTimeoutError,
   WorkerClosedError,
   WorkerExitedError,
@@ -268,7 +269,13 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
       if (Either.isLeft(paramsJson)) return Effect.fail(paramsJson.left)
       return instance.connection.call(
         { method, paramsJson: paramsJson.right, deadline: timing.deadline, timeoutMillis: timing.timeoutMillis },
-        (envelope, id) => Either.map(decodeAnswer(rpc, envelope, id, instance.pid), (result) => finish(result, ids)),
+        (envelope, id) =>
+          Either.flatMap(decodeAnswer(rpc, envelope, id, instance.pid), (result) => {
+            const mismatch = rpc.verify(params, result)
+            return mismatch === undefined
+              ? Either.right(finish(result, ids))
+              : Either.left(new ResultMismatchError({ method, id, detail: mismatch }))
+          }),
       )
     }
 
