@@ -29,6 +29,8 @@ export class LineSplitter {
   private readonly line: Uint8Array
   private filled = 0
   private pendingCr = false
+  /** A cut piece went out and its line has not ended yet. */
+  private midLine = false
   private readonly decoder = new TextDecoder("utf-8", { fatal: false })
 
   constructor(
@@ -67,7 +69,8 @@ export class LineSplitter {
 
   /** Emits what is left once the stream has ended. */
   end(): void {
-    if (this.filled > 0 || this.pendingCr) this.flush(this.pendingCr ? "redraw" : "newline")
+    // A line cut at the very end still ends (and the decoder gives up any bytes it held back).
+    if (this.filled > 0 || this.pendingCr || this.midLine) this.flush(this.pendingCr ? "redraw" : "newline")
     this.pendingCr = false
   }
 
@@ -85,6 +88,7 @@ export class LineSplitter {
     // A cut may split a UTF-8 sequence: the decoder carries it into the next piece.
     const text = this.decoder.decode(this.line.subarray(0, this.filled), { stream: end === "cut" })
     this.filled = 0
+    this.midLine = end === "cut"
     this.emit(text, end)
   }
 }
@@ -107,7 +111,11 @@ export class LineTail {
 
   push(text: string, end: LineEnd): void {
     const last = this.lines.length > this.head ? this.lines[this.lines.length - 1] : undefined
-    if (last?.end === "redraw") this.drop()
+    if (last?.end === "redraw") {
+      // The whole redrawn line goes, the pieces it was cut into included.
+      this.drop()
+      while (this.lines.length > this.head && this.lines[this.lines.length - 1].end === "cut") this.drop()
+    }
     const bytes = utf8.encode(text).length + (end === "cut" ? 0 : 1)
     this.lines.push({ text, bytes, end })
     this.bytes += bytes

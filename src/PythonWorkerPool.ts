@@ -1,0 +1,115 @@
+/**
+ * A pool of supervised Python workers: one per GPU, or per core. Each worker
+ * has options of its own (its index picks a device), the workers start
+ * concurrently and stop together, and `withWorker` hands out free workers
+ * first come, first served. A model lives in the worker that made it: its id
+ * names that worker, and `workerOf` finds it again.
+ *
+ * @since 0.2.0
+ */
+import type * as CommandExecutor from "@effect/platform/CommandExecutor"
+import type * as FileSystem from "@effect/platform/FileSystem"
+import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import * as internal from "./internal/pool.ts"
+import type { PythonWorker } from "./PythonWorker.ts"
+import type { InvalidArgumentError, StartError } from "./WorkerError.ts"
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export declare namespace PythonWorkerPool {
+  /**
+   * @since 0.2.0
+   * @category models
+   */
+  export interface Options<E = never> {
+    /** How many workers: an integer from 1 to 1024. */
+    readonly size: number
+    /** Each worker's options, by its index (0 to size - 1): e.g. `env: { CUDA_VISIBLE_DEVICES: String(index) }`. */
+    readonly options: (index: number) => PythonWorker.Options<E>
+  }
+
+  /**
+   * @since 0.2.0
+   * @category models
+   */
+  export interface Service {
+    /** The workers, in index order. */
+    readonly workers: ReadonlyArray<PythonWorker.Service>
+    /**
+     * Runs `f` on a free worker, waiting (first come, first served across
+     * callers) while every worker is busy with another `withWorker`.
+     */
+    readonly withWorker: <A, E, R>(
+      f: (worker: PythonWorker.Service, index: number) => Effect.Effect<A, E, R>,
+    ) => Effect.Effect<A, E, R>
+    /** The worker holding a model made through this pool; its calls must go there. */
+    readonly workerOf: (modelId: string) => Effect.Effect<PythonWorker.Service, InvalidArgumentError>
+    /** Callers waiting in `withWorker` for a free worker. */
+    readonly waiting: () => number
+  }
+}
+
+const PythonWorkerPoolBase: Context.TagClass<
+  PythonWorkerPool,
+  "burn-p2p/PythonWorkerPool",
+  PythonWorkerPool.Service
+> = Context.Tag("burn-p2p/PythonWorkerPool")<PythonWorkerPool, PythonWorkerPool.Service>()
+
+/**
+ * Starts `size` supervised workers concurrently; if one fails to start, the
+ * others are stopped and the whole fails. The scope owns them all and stops
+ * them together.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make: <E = never>(
+  options: PythonWorkerPool.Options<E>,
+) => Effect.Effect<
+  PythonWorkerPool.Service,
+  StartError | E,
+  Scope.Scope | CommandExecutor.CommandExecutor | FileSystem.FileSystem
+> = internal.make
+
+/**
+ * A scoped layer owning the pool's workers, with its own Node platform services.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layer = <E = never>(options: PythonWorkerPool.Options<E>): Layer.Layer<PythonWorkerPool, StartError | E> =>
+  Layer.scoped(PythonWorkerPool, make(options)).pipe(
+    Layer.provide(NodeCommandExecutor.layer),
+    Layer.provide(NodeFileSystem.layer),
+  )
+
+/**
+ * The pool's tag. `PythonWorkerPool.layer` and `PythonWorkerPool.make` are
+ * the module's `layer` and `make`.
+ *
+ * @since 0.2.0
+ * @category tags
+ */
+export class PythonWorkerPool extends PythonWorkerPoolBase {
+  /**
+   * The module's `layer`.
+   *
+   * @since 0.2.0
+   * @category layers
+   */
+  static readonly layer: typeof layer = layer
+  /**
+   * The module's `make`.
+   *
+   * @since 0.2.0
+   * @category constructors
+   */
+  static readonly make: typeof make = make
+}
