@@ -102,6 +102,8 @@ export interface Request {
   /** Absolute, in `Clock` milliseconds; `undefined` for no deadline. */
   readonly deadline: number | undefined
   readonly timeoutMillis: number
+  /** Filled in as the frames go by, for spans and metrics. */
+  readonly stats?: { requestBytes: number; responseBytes: number } | undefined
 }
 
 /** @internal */
@@ -148,6 +150,7 @@ interface Pending {
   readonly id: number
   readonly method: string
   readonly answer: Deferred.Deferred<Envelope, CallError | Lost>
+  readonly stats: { requestBytes: number; responseBytes: number } | undefined
 }
 
 /** @internal */
@@ -235,6 +238,7 @@ export const make = (options: {
         return protocolFault("InvalidEnvelope", "the answer's `ok` field is missing or not a boolean")
       }
       pending = undefined
+      if (waiting.stats !== undefined) waiting.stats.responseBytes = HEADER_BYTES + bytes.length
       Deferred.unsafeDone(waiting.answer, Exit.succeed(message))
     }
 
@@ -323,11 +327,14 @@ export const make = (options: {
           }
 
           const id = nextId++
-          const waiting: Pending = { id, method, answer: Deferred.unsafeMake(FiberId.none) }
+          const waiting: Pending = { id, method, answer: Deferred.unsafeMake(FiberId.none), stats: request.stats }
           pending = waiting
-          transport.write(
-            encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, request.paramsJson),
+          const frame = encodeRequestFrame(
+            `{"id":${id},"method":${JSON.stringify(method)},"params":`,
+            request.paramsJson,
           )
+          if (request.stats !== undefined) request.stats.requestBytes = frame.length
+          transport.write(frame)
 
           const answered = yield* Effect.exit(restore(settleAnswer(waiting, request)))
           if (Exit.isInterrupted(answered)) {

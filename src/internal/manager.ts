@@ -22,6 +22,8 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
+import * as Metric from "effect/Metric"
+import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import type * as Schedule from "effect/Schedule"
@@ -48,6 +50,7 @@ import { type CloseReason, type Connection, describeFault, Lost, make as makeCon
 import { describeExit } from "./exitStatus.ts"
 import { bounded } from "./json.ts"
 import type { Launched, LaunchError } from "./launcher.ts"
+import * as Metrics from "./metrics.ts"
 import { decodeCallTimeout } from "./options.ts"
 import type { WorkerProcess } from "./process.ts"
 
@@ -223,14 +226,19 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
     const deadlineOf = (
       method: string,
       callOptions: CallOptions | undefined,
-    ): Effect.Effect<{ deadline: number | undefined; timeoutMillis: number }, InvalidArgumentError> => {
+    ): Effect.Effect<Timing, InvalidArgumentError> => {
       const timeout = callOptions?.timeout === undefined
         ? Either.right(options.callTimeout)
         : Either.map(decodeCallTimeout(method, callOptions.timeout), Option.some)
       if (Either.isLeft(timeout)) return Effect.fail(timeout.left)
-      if (Option.isNone(timeout.right)) return Effect.succeed({ deadline: undefined, timeoutMillis: 0 })
+      if (Option.isNone(timeout.right)) {
+        return Effect.succeed({ deadline: undefined, timeoutMillis: 0, stats: newStats() })
+      }
       const timeoutMillis = Duration.toMillis(timeout.right.value)
-      return Effect.map(Clock.currentTimeMillis, (now) => ({ deadline: now + timeoutMillis, timeoutMillis }))
+      return Effect.map(
+        Clock.currentTimeMillis,
+        (now) => ({ deadline: now + timeoutMillis, timeoutMillis, stats: newStats() }),
+      )
     }
 
     /** One call on one instance; a `Lost` call that was never sent may be retried on the next. */
@@ -239,7 +247,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
       rpc: Rpc<P, any, R, any, any, A>,
       build: (ids: ModelIds) => P,
       finish: (result: R, ids: ModelIds) => A,
-      timing: { deadline: number | undefined; timeoutMillis: number },
+      timing: Timing,
     ): Effect.Effect<A, CallError | Lost> => {
       const { method } = rpc
       if (rpc.capability !== undefined && !instance.capabilities.has(rpc.capability)) {
@@ -267,8 +275,18 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
       }
       const paramsJson = encodeParams(rpc, params, options.maxFrameBytes)
       if (Either.isLeft(paramsJson)) return Effect.fail(paramsJson.left)
+      timing.stats.pid = instance.pid
+      timing.stats.generation = instance.generation
+      timing.stats.modelId = rpc.modelOf(params)
+      timing.stats.connection = instance.connection
       return instance.connection.call(
-        { method, paramsJson: paramsJson.right, deadline: timing.deadline, timeoutMillis: timing.timeoutMillis },
+        {
+          method,
+          paramsJson: paramsJson.right,
+          deadline: timing.deadline,
+          timeoutMillis: timing.timeoutMillis,
+          stats: timing.stats,
+        },
         (envelope, id) =>
           Either.flatMap(decodeAnswer(rpc, envelope, id, instance.pid), (result) => {
             const mismatch = rpc.verify(params, result)
@@ -328,10 +346,10 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
             }
           }
         })
-        return attempt
+        return observe(rpc.method, timing.stats, attempt)
       })
 
-    const awaitChange = (method: string, timing: { deadline: number | undefined; timeoutMillis: number }) => {
+    const awaitChange = (method: string, timing: Timing) => {
       const wait = Deferred.await(changed)
       if (timing.deadline === undefined) return wait
       const deadline = timing.deadline
@@ -519,6 +537,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
             `starting worker #${generation} in ${delay} ms`,
         )
         yield* emit({ _tag: "Restarting", generation, delayMillis: delay, after: death })
+        yield* Metric.increment(Metrics.restarts)
         yield* FiberSet.run(supervisors, Effect.zipRight(Effect.sleep(delay), restart(generation)))
       })
 
@@ -588,6 +607,66 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
       queued: () => current?.connection.inFlight() ?? 0,
     } satisfies Manager
   })
+
+interface Stats {
+  requestBytes: number
+  responseBytes: number
+  pid: number | undefined
+  generation: number | undefined
+  modelId: string | undefined
+  connection: Connection | undefined
+}
+
+interface Timing {
+  readonly deadline: number | undefined
+  readonly timeoutMillis: number
+  readonly stats: Stats
+}
+
+const newStats = (): Stats => ({
+  requestBytes: 0,
+  responseBytes: 0,
+  pid: undefined,
+  generation: undefined,
+  modelId: undefined,
+  connection: undefined,
+})
+
+/**
+ * One call's metrics and span attributes, recorded when it ends: duration,
+ * bytes each way, the error tag, the worker's pid and generation, the model.
+ */
+const observe = <A>(method: string, stats: Stats, call: Effect.Effect<A, CallError>): Effect.Effect<A, CallError> => {
+  const metrics = Metrics.forMethod(method)
+  return Effect.flatMap(
+    Clock.currentTimeNanos,
+    (start) =>
+      Effect.onExit(call, (exit) =>
+        Effect.flatMap(Clock.currentTimeNanos, (end) => {
+          const outcome = Exit.isSuccess(exit)
+            ? "ok"
+            : exit.cause._tag === "Fail"
+            ? exit.cause.error._tag
+            : exit.cause._tag === "Interrupt"
+            ? "interrupted"
+            : "defect"
+          metrics.duration.unsafeUpdate(Number(end - start) / 1e6, [])
+          if (stats.requestBytes > 0) metrics.requestBytes.unsafeUpdate(stats.requestBytes, [])
+          if (stats.responseBytes > 0) metrics.responseBytes.unsafeUpdate(stats.responseBytes, [])
+          if (Exit.isFailure(exit)) Metrics.errorsFor(metrics, outcome).unsafeUpdate(1, [])
+          if (stats.connection !== undefined) {
+            Metrics.queuedCalls.unsafeUpdate(stats.connection.inFlight(), [MetricLabel.make("pid", String(stats.pid))])
+          }
+          return Effect.annotateCurrentSpan({
+            "rpc.outcome": outcome,
+            "rpc.request_bytes": stats.requestBytes,
+            "rpc.response_bytes": stats.responseBytes,
+            ...(stats.pid === undefined ? {} : { "worker.pid": stats.pid, "worker.generation": stats.generation }),
+            ...(stats.modelId === undefined ? {} : { "worker.model_id": stats.modelId }),
+          })
+        })),
+  )
+}
 
 /** `onStart` failed: for a restart, a death like any other. */
 class OnStartFailure extends Data.TaggedError("OnStartFailure")<{ readonly cause: unknown }> {}

@@ -10,6 +10,7 @@
  *
  * @internal
  */
+import { Buffer } from "node:buffer"
 
 /**
  * Longest piece of one output line kept or logged at once.
@@ -33,9 +34,16 @@ export class LineSplitter {
   private midLine = false
   private readonly decoder = new TextDecoder("utf-8", { fatal: false })
 
+  /**
+   * With `latestRedrawOnly`, a line that ends with a bare `\r` is not even
+   * decoded when the next line ends in the same chunk (a tail would drop it
+   * at once): what keeps a progress bar that redraws millions of times cheap
+   * when nobody logs every line.
+   */
   constructor(
     private readonly emit: (line: string, end: LineEnd) => void,
     maxLineBytes: number = MAX_LINE_BYTES,
+    private readonly latestRedrawOnly: boolean = false,
   ) {
     this.line = new Uint8Array(maxLineBytes)
   }
@@ -48,23 +56,43 @@ export class LineSplitter {
       this.flush(chunk[0] === LF ? "newline" : "redraw")
       if (chunk[0] === LF) start = 1
     }
-    for (let i = start; i < chunk.length; i++) {
-      const byte = chunk[i]
-      if (byte !== LF && byte !== CR) continue
-      this.append(chunk, start, i)
+    // Native searches for the next `\n` and `\r`: redraw-heavy output has one of them per ~100 bytes.
+    let lf = chunk.indexOf(LF, start)
+    let cr = chunk.indexOf(CR, start)
+    while (lf !== -1 || cr !== -1) {
+      const i = lf === -1 ? cr : cr === -1 ? lf : Math.min(lf, cr)
+      const from = start
       start = i + 1
-      if (byte === LF) {
-        this.flush("newline")
+      if (chunk[i] === LF) {
+        this.endLine(chunk, from, i, "newline")
       } else if (i + 1 === chunk.length) {
+        this.append(chunk, from, i)
         this.pendingCr = true
       } else if (chunk[i + 1] === LF) {
-        this.flush("newline")
-        start = ++i + 1
+        this.endLine(chunk, from, i, "newline")
+        start = i + 2
       } else {
-        this.flush("redraw")
+        if (lf !== -1 && lf < start) lf = chunk.indexOf(LF, start)
+        if (cr !== -1 && cr < start) cr = chunk.indexOf(CR, start)
+        const overdrawn = this.latestRedrawOnly && this.filled === 0 && !this.midLine && (lf !== -1 || cr !== -1)
+        if (!overdrawn) this.endLine(chunk, from, i, "redraw")
+        continue
       }
+      if (lf !== -1 && lf < start) lf = chunk.indexOf(LF, start)
+      if (cr !== -1 && cr < start) cr = chunk.indexOf(CR, start)
     }
     this.append(chunk, start, chunk.length)
+  }
+
+  /** Ends a line whose last bytes are `chunk[from, to)`. */
+  private endLine(chunk: Uint8Array, from: number, to: number, end: LineEnd): void {
+    if (this.filled === 0 && to - from < this.line.length) {
+      // The whole line is in this chunk: decoded where it is, without a copy.
+      this.midLine = false
+      return this.emit(this.decoder.decode(chunk.subarray(from, to)), end)
+    }
+    this.append(chunk, from, to)
+    this.flush(end)
   }
 
   /** Emits what is left once the stream has ended. */
@@ -93,8 +121,6 @@ export class LineSplitter {
   }
 }
 
-const utf8 = new TextEncoder()
-
 /**
  * The latest lines of a stream within `maxBytes` (UTF-8), oldest first. A
  * line that ended with a bare `\r` is replaced by the next one, as on a
@@ -116,7 +142,7 @@ export class LineTail {
       this.drop()
       while (this.lines.length > this.head && this.lines[this.lines.length - 1].end === "cut") this.drop()
     }
-    const bytes = utf8.encode(text).length + (end === "cut" ? 0 : 1)
+    const bytes = Buffer.byteLength(text, "utf8") + (end === "cut" ? 0 : 1)
     this.lines.push({ text, bytes, end })
     this.bytes += bytes
     while (this.bytes > this.maxBytes && this.lines.length > this.head) {

@@ -25,7 +25,7 @@ import * as Stream from "effect/Stream"
 import process from "node:process"
 import { WorkerSpawnError } from "../WorkerError.ts"
 import type { ExitStatus } from "./exitStatus.ts"
-import { type LineEnd, LineSplitter, LineTail } from "./output.ts"
+import { type LineEnd, LineSplitter, LineTail, MAX_LINE_BYTES } from "./output.ts"
 import { permissionFlag } from "./permission.ts"
 
 /**
@@ -100,11 +100,19 @@ const drain = (
 ) =>
   Effect.gen(function* () {
     const logging = LogLevel.greaterThanEqual(LogLevel.Debug, yield* FiberRef.get(FiberRef.currentMinimumLogLevel))
+    if (!logging && tail === undefined) {
+      // Nobody reads these lines: drained, not split.
+      return yield* stream.pipe(Stream.runDrain, Effect.ignore)
+    }
     let lines: Array<string> = []
-    const splitter = new LineSplitter((line: string, end: LineEnd) => {
-      tail?.push(line, end)
-      if (logging) lines.push(line)
-    })
+    const splitter = new LineSplitter(
+      (line: string, end: LineEnd) => {
+        tail?.push(line, end)
+        if (logging) lines.push(line)
+      },
+      MAX_LINE_BYTES,
+      !logging,
+    )
     const logLines = Effect.suspend(() => {
       if (lines.length === 0) return Effect.void
       const batch = lines

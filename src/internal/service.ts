@@ -25,7 +25,7 @@ const method = (calls: Calls, name: string, rpc: Rpc<any, any, any, any, any, an
     const positional = args.length > rpc.arity ? args.slice(0, rpc.arity) : args
     return Effect.withSpan(calls.invoke(rpc, positional, callOptions), spanName, {
       ...spanOptions,
-      attributes: { "rpc.method": rpc.method, "worker.pid": calls.pid(), "worker.generation": calls.generation() },
+      attributes: { "rpc.method": rpc.method },
     })
   }
 }
