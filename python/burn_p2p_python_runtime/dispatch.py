@@ -342,8 +342,9 @@ def decode_request(body):
             f"request frame of {len(body)} bytes is not UTF-8 JSON: {clip_head(_safe_str(error), MAX_MESSAGE_CHARS // 2)}",
             recover_request_id(body),
         ) from error
-    # The envelope is one level; params may use MAX_JSON_DEPTH more.
-    if nests_deeper_than(request, MAX_JSON_DEPTH + 1):
+    # The envelope is one level; params may use MAX_JSON_DEPTH more. Each
+    # level takes two bytes at least ("[]"), so a short frame needs no walk.
+    if len(body) > 2 * (MAX_JSON_DEPTH + 1) and nests_deeper_than(request, MAX_JSON_DEPTH + 1):
         raise RequestTooDeepError(
             f"request params nest deeper than the JSON depth limit of {MAX_JSON_DEPTH}", _readable_id(request)
         )
@@ -354,7 +355,11 @@ def encode_result_response(response):
     """``encode_response``, every failure a ``ResultEncodeError``; an ok answer's result must be at most MAX_JSON_DEPTH deep."""
     try:
         payload = encode_response(response)
-        deep = response.get("ok") and nests_deeper_than(response.get("result"), MAX_JSON_DEPTH, exact=False)
+        deep = (
+            len(payload) > 2 * (MAX_JSON_DEPTH + 1)
+            and response.get("ok")
+            and nests_deeper_than(response.get("result"), MAX_JSON_DEPTH, exact=False)
+        )
     except RecursionError as error:
         raise ResultTooDeepError(f"result nests deeper than the JSON depth limit of {MAX_JSON_DEPTH}") from error
     except MemoryError as error:
