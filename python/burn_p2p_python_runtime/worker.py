@@ -46,7 +46,6 @@ Limits on JSON nesting and on the size of error answers: see ``limits``.
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 
@@ -183,6 +182,10 @@ def _max_frame_bytes():
 
 
 def _start_orphan_guard():
+    # Imported here, by the main thread: the guard must not import while the
+    # main thread may hold an import lock (a factory importing torch).
+    import signal  # noqa: F401 (kill_descendants' import is then a lookup)
+
     def watch_stdin():
         try:
             while os.read(0, 65536):
@@ -215,6 +218,8 @@ def kill_descendants(proc="/proc"):
     Processes vanishing mid-walk are skipped. Without ``/proc``, the worker's
     own group is killed if it leads it (the worker dies with it).
     """
+    import signal
+
     me = os.getpid()
     own_group = os.getpgrp()
     leader = own_group == me
