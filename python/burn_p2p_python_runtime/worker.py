@@ -15,7 +15,8 @@ client's listener and serves one request at a time until ``shutdown`` or EOF.
 Exit status: 0 after ``shutdown`` or when the client closes the connection;
 1 when the stream breaks (a bad frame, a reset, a failed connect); 2 when the
 command line, the environment or the workload factory is unusable (the first
-stderr line says why, a traceback follows).
+stderr line says why, a traceback follows). The orphan guard (below) ends with
+SIGKILL when the worker leads its process group, else with 0.
 
 Environment:
 - ``BURN_P2P_WORKER_MAX_FRAME_BYTES``: largest frame body, both ways
@@ -30,8 +31,10 @@ Environment:
   factory loads) the worker kills every process it started, found by parent
   pid in ``/proc`` (stopped first, so none can fork away), and each one's
   process group unless it is the worker's own (``setsid`` children included);
-  then the rest of its own process group if it leads that group (without
-  ``/proc``: ``os.killpg`` of that group); then exits with status 0.
+  then, if it leads its own process group (the TypeScript client starts it
+  so), that whole group with ``os.killpg``, itself included: it then dies of
+  SIGKILL. Otherwise (the group is someone else's) it exits with status 0.
+  Without ``/proc``, only the group kill is done.
 - ``BURN_P2P_WORKER_CONNECT_TOKEN``: a per-start secret (the TypeScript client
   sends 64 lowercase hex characters). When set and non-empty, the worker
   removes it from its environment at once (workload children never see it)
@@ -201,6 +204,8 @@ def _start_orphan_guard():
                 # client held stderr's reading end too: the write may fail, and
                 # the worker must exit all the same.
                 _write_stderr_nowait(f"burn_p2p worker: stdin reached EOF: the client is gone; killed {killed} processes; exiting\n")
+                # Last, in one step, whatever is left of the group: this process too.
+                kill_own_group()
             finally:
                 os._exit(0)
 
@@ -215,8 +220,8 @@ def kill_descendants(proc="/proc"):
     none new, so none can fork away or be reparented before the kill. Groups
     are killed too (a descendant's orphaned children stay in its group) but
     never the worker's own unless it leads it, nor its parent's, nor group 1.
-    Processes vanishing mid-walk are skipped. Without ``/proc``, the worker's
-    own group is killed if it leads it (the worker dies with it).
+    Processes vanishing mid-walk are skipped. Without ``/proc`` it does
+    nothing (``kill_own_group`` then does what it can).
     """
     import signal
 
@@ -228,8 +233,6 @@ def kill_descendants(proc="/proc"):
         if me not in table:
             raise OSError(f"{proc} does not list this process")
     except OSError:
-        if leader:
-            os.killpg(own_group, signal.SIGKILL)
         return 0
     found = {}
     try:
@@ -254,6 +257,15 @@ def kill_descendants(proc="/proc"):
                     found.setdefault(pid, group)
                     _signal(pid, signal.SIGKILL)
     return len(found)
+
+
+def kill_own_group():
+    """SIGKILLs this process's group, this process included, if it leads it; never someone else's group."""
+    import signal
+
+    group = os.getpgrp()
+    if group == os.getpid():
+        _signal(-group, signal.SIGKILL)
 
 
 def _process_table(proc):

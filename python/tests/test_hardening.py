@@ -463,7 +463,7 @@ class ConfigFileTest(unittest.TestCase):
         # The client dies during the slow start: the guard is already watching.
         worker.close_stdin()
         code, stderr = worker.wait()
-        self.assertEqual(code, 0, stderr)
+        self.assertEqual(code, -signal.SIGKILL, stderr)  # it leads its group, and kills that last
         self.assertIn("stdin reached EOF", stderr)
 
     def test_the_config_reaches_the_factory_and_the_file_is_removed(self):
@@ -504,19 +504,21 @@ class OrphanGuardTest(unittest.TestCase):
                 worker.close_stdin()
                 code, stderr = worker.wait()
                 self.assertLess(time.monotonic() - started, 10)
-                self.assertEqual(code, 0, stderr)
+                # Leading its group, it kills that group last, itself included.
+                self.assertEqual(code, -signal.SIGKILL if leader else 0, stderr)
                 self.assertIn("stdin reached EOF", early.decode() + stderr)
                 wait_until(lambda: all(gone(pid) for pid in pids.values()), timeout=10, what=f"{pids} to be gone")
 
-    def test_without_proc_a_group_leader_kills_its_group(self):
-        with mock.patch.object(worker_module.os, "getpgrp", return_value=os.getpid()), \
-                mock.patch.object(worker_module.os, "killpg") as killpg:
+    def test_without_proc_only_a_group_leader_kills_its_group(self):
+        with mock.patch.object(worker_module.os, "killpg") as killpg, mock.patch.object(worker_module.os, "kill") as kill:
             self.assertEqual(worker_module.kill_descendants(proc="/nonexistent-proc"), 0)
-        killpg.assert_called_once_with(os.getpid(), signal.SIGKILL)
-        with mock.patch.object(worker_module.os, "getpgrp", return_value=1), \
-                mock.patch.object(worker_module.os, "killpg") as killpg:
-            self.assertEqual(worker_module.kill_descendants(proc="/nonexistent-proc"), 0)
-        killpg.assert_not_called()
+            with mock.patch.object(worker_module.os, "getpgrp", return_value=os.getpid()):
+                worker_module.kill_own_group()
+            killpg.assert_called_once_with(os.getpid(), signal.SIGKILL)
+            with mock.patch.object(worker_module.os, "getpgrp", return_value=1):
+                worker_module.kill_own_group()
+            killpg.assert_called_once()
+        kill.assert_not_called()
 
     def test_the_process_table_skips_entries_that_vanish_or_are_odd(self):
         directory = tempfile.TemporaryDirectory()
