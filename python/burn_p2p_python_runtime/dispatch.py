@@ -132,7 +132,11 @@ def encode_response(response):
 
 
 def encode_error_response(response, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
-    """Encodes an error answer, shrinking its ``error`` and ``traceback`` until the frame fits ``max_frame_bytes``."""
+    """Encodes an error answer, shrinking its ``error`` and ``traceback`` until the frame fits ``max_frame_bytes``.
+
+    The smallest it gets is ``{"id":N,"ok":false,"error":"Type"}`` (the
+    reference's own shape); a limit smaller than that is not met.
+    """
     payload = encode_response(response)
     error, traceback_text = response.get("error", ""), response.get("traceback", "")
     error_chars, traceback_chars = len(error), len(traceback_text)
@@ -144,6 +148,8 @@ def encode_error_response(response, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
         smaller = dict(response, traceback=clip_middle(traceback_text, traceback_chars))
         smaller["error"] = clip_middle(error, error_chars) if error_chars else smaller.get("error_type", "")
         payload = encode_response(smaller)
+    if len(payload) > max_frame_bytes:
+        payload = encode_response({"id": response.get("id"), "ok": False, "error": response.get("error_type", "")})
     return payload
 
 

@@ -289,9 +289,12 @@ def _descendants(table, root):
     children = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    found, queue = [], list(children.get(root, ()))
+    found, seen, queue = [], {root}, list(children.get(root, ()))
     while queue:
         pid = queue.pop()
+        if pid in seen:
+            continue  # a pid reused between two reads of the table
+        seen.add(pid)
         found.append(pid)
         queue.extend(children.get(pid, ()))
     return found

@@ -334,6 +334,8 @@ class ResultTooLargeTest(unittest.TestCase):
         self.assertEqual(response["error_type"], "UnknownMethodError")
 
     def test_a_small_limit_still_answers_with_the_bare_error(self):
+        bare = dispatch.encode_error_response(error_response(7, RuntimeError("x" * 10_000)), 50)
+        self.assertEqual(json.loads(bare), {"id": 7, "ok": False, "error": "RuntimeError"})
         for limit in (90, 120, 200):
             with self.subTest(limit=limit):
                 error = RuntimeError("x" * 10_000)
