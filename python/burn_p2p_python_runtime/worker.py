@@ -245,14 +245,21 @@ def kill_descendants(proc="/proc"):
                 _signal(pid, signal.SIGSTOP)
             table = _process_table(proc)
     finally:
+        # Read again, all of them stopped: a group may have changed (setsid) since a pid was found.
+        try:
+            table = _process_table(proc)
+        except OSError:
+            pass
         for pid in found:
+            if pid in table:
+                found[pid] = table[pid][1]
             _signal(pid, signal.SIGKILL)
         spared = {own_group, _group_of(os.getppid())}
         for group in set(found.values()) - spared:
             if group > 1:
                 _signal(-group, signal.SIGKILL)
         if leader:
-            for pid, (_, group) in _process_table(proc).items():
+            for pid, (_, group) in table.items():
                 if group == own_group and pid != me:
                     found.setdefault(pid, group)
                     _signal(pid, signal.SIGKILL)
