@@ -215,6 +215,9 @@ class UndecodableRequestTest(unittest.TestCase):
         "bare word": b"undefined}",
         "integer too long to convert": b"1" + b"0" * 5000 + b"}",
         "control character in a string": b'"a\x01b"}',
+        "UTF-8-encoded surrogate": b'"\xed\xa0\x80"}',
+        "overlong encoding": b'"\xc0\xaf"}',
+        "byte order mark": b'\xef\xbb\xbfnull}',
     }
 
     def test_a_broken_body_is_answered_with_the_id_of_its_prefix(self):
@@ -237,7 +240,7 @@ class UndecodableRequestTest(unittest.TestCase):
     def test_without_a_readable_id_prefix_the_answer_has_a_null_id(self):
         worker = HardWorker(self).accept()
         model = worker.result("init_model", {"device": "cpu"})["model_id"]
-        cases = [b"", b"[", b"\xff", b'{"method":"hello","id":5,\xff', b'{"id":"5",\xff', b'{"id":5.5,\xff', b'{"id":1e3,\xff',
+        cases = [b"", b"[", b"\xff", '{"id":5,"method":"hello","params":null}'.encode("utf-16-le"), b"\xef\xbb\xbf{}", b'{"method":"hello","id":5,\xff', b'{"id":"5",\xff', b'{"id":5.5,\xff', b'{"id":1e3,\xff',
                  b'{"id":123456789012345678901,\xff', b'{"id":05,\xff', b" " * 200 + b'{"id":5,\xff', b'{"ids":5,\xff']
         for body in cases:
             with self.subTest(body=body[:40]):
