@@ -53,7 +53,7 @@ import sys
 import threading
 
 from .dispatch import Dispatcher, encode_error_response, error_response
-from .limits import MAX_MESSAGE_CHARS, clip_head, quote
+from .limits import MAX_MESSAGE_CHARS, QUOTE_CHARS, clip_head, quote
 from .transport import DEFAULT_MAX_FRAME_BYTES, MAX_FRAME_ENV, FrameError, connect, read_frame, write_frame
 from .workload_adapter import WorkloadAdapter, load_factory
 
@@ -94,7 +94,7 @@ def main(argv=None):
     try:
         sock = connect(args.connect_host, args.connect_port)
     except OSError as error:
-        _complain(f"cannot connect to {quote(args.connect_host)}:{args.connect_port}: {error}")
+        _complain(f"cannot connect to {clip_head(args.connect_host, QUOTE_CHARS)}:{args.connect_port}: {error}")
         return 1
     with sock:
         if token_frame is not None:
