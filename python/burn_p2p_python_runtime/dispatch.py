@@ -14,7 +14,6 @@ Every error answer quotes values and formats tracebacks within the bounds of
 
 import json
 import math
-import re
 
 from . import PROTOCOL_VERSION, protocol2
 from .limits import (
@@ -133,7 +132,11 @@ def encode_response(response):
 
 
 def encode_error_response(response, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
-    """Encodes an error answer, shrinking its ``error`` and ``traceback`` until the frame fits ``max_frame_bytes``."""
+    """Encodes an error answer, shrinking its ``error`` and ``traceback`` until the frame fits ``max_frame_bytes``.
+
+    The smallest it gets is ``{"id":N,"ok":false,"error":"Type"}`` (the
+    reference's own shape); a limit smaller than that is not met.
+    """
     payload = encode_response(response)
     error, traceback_text = response.get("error", ""), response.get("traceback", "")
     error_chars, traceback_chars = len(error), len(traceback_text)
@@ -145,6 +148,8 @@ def encode_error_response(response, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
         smaller = dict(response, traceback=clip_middle(traceback_text, traceback_chars))
         smaller["error"] = clip_middle(error, error_chars) if error_chars else smaller.get("error_type", "")
         payload = encode_response(smaller)
+    if len(payload) > max_frame_bytes:
+        payload = encode_response({"id": response.get("id"), "ok": False, "error": response.get("error_type", "")})
     return payload
 
 
@@ -368,19 +373,26 @@ def _live(models, shown=20):
 
 
 # How our client (and serde, field order id then method) starts every request frame.
-_ID_PREFIX = re.compile(rb'\s*\{\s*"id"\s*:\s*(-?(?:0|[1-9][0-9]{0,19}))\s*[,}]')
+_ID_PREFIX = rb'\s*\{\s*"id"\s*:\s*(-?(?:0|[1-9][0-9]{0,19}))\s*[,}]'
 
 
 def recover_request_id(body):
     """The id of a request whose body cannot be decoded, from its ``{"id":N,`` prefix; None when there is none."""
-    match = _ID_PREFIX.match(bytes(body[:ID_SCAN_BYTES]))
+    import re  # Only for broken frames: compiling at import would slow every start.
+
+    match = re.match(_ID_PREFIX, bytes(body[:ID_SCAN_BYTES]))
     return int(match.group(1)) if match else None
 
 
 def decode_request(body):
-    """``json.loads(body)``, every failure a ``RequestDecodeError`` carrying the id read from the raw prefix."""
+    """``json.loads(body)``, every failure a ``RequestDecodeError`` carrying the id read from the raw prefix.
+
+    The body must be UTF-8, strictly: ``json.loads`` of bytes would also take
+    UTF-16 or UTF-32, and UTF-8-encoded surrogates. Decoding here costs
+    nothing more, since ``json.loads`` decodes bytes to a str first anyway.
+    """
     try:
-        request = json.loads(body)
+        request = json.loads(body.decode("utf-8"))
     except RecursionError as error:
         raise RequestTooDeepError(
             f"request frame of {len(body)} bytes nests deeper than the JSON depth limit of {MAX_JSON_DEPTH}",
@@ -393,8 +405,9 @@ def decode_request(body):
             f"request frame of {len(body)} bytes is not UTF-8 JSON: {clip_head(_safe_str(error), MAX_MESSAGE_CHARS // 2)}",
             recover_request_id(body),
         ) from error
-    # The envelope is one level; params may use MAX_JSON_DEPTH more.
-    if nests_deeper_than(request, MAX_JSON_DEPTH + 1):
+    # The envelope is one level; params may use MAX_JSON_DEPTH more. Each
+    # level takes two bytes at least ("[]"), so a short frame needs no walk.
+    if len(body) > 2 * (MAX_JSON_DEPTH + 1) and nests_deeper_than(request, MAX_JSON_DEPTH + 1):
         raise RequestTooDeepError(
             f"request params nest deeper than the JSON depth limit of {MAX_JSON_DEPTH}", _readable_id(request)
         )
@@ -405,7 +418,11 @@ def encode_result_response(response):
     """``encode_response``, every failure a ``ResultEncodeError``; an ok answer's result must be at most MAX_JSON_DEPTH deep."""
     try:
         payload = encode_response(response)
-        deep = response.get("ok") and nests_deeper_than(response.get("result"), MAX_JSON_DEPTH, exact=False)
+        deep = (
+            len(payload) > 2 * (MAX_JSON_DEPTH + 1)
+            and response.get("ok")
+            and nests_deeper_than(response.get("result"), MAX_JSON_DEPTH, exact=False)
+        )
     except RecursionError as error:
         raise ResultTooDeepError(f"result nests deeper than the JSON depth limit of {MAX_JSON_DEPTH}") from error
     except MemoryError as error:

@@ -18,7 +18,6 @@ Error answers quote values (a model id, a method name, a param) through
 and the whole answer is shrunk further when the frame limit demands it.
 """
 
-import reprlib
 from itertools import chain
 
 MAX_JSON_DEPTH = 256
@@ -66,29 +65,36 @@ def clip_middle(text, limit):
     return text[:head] + marker + (text[-tail:] if tail else "")
 
 
-class _BoundedRepr(reprlib.Repr):
-    """``repr`` that never builds the whole text of a huge string, bytes or container."""
+_bounded_repr = None
 
-    def __init__(self):
-        super().__init__()
-        self.maxlevel = 4
-        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = self.maxarray = 8
-        self.maxother = QUOTE_CHARS
 
-    def repr_str(self, value, level):
-        return _quote_sliceable(value)
+def _make_bounded_repr():
+    """A ``repr`` that never builds the whole text of a huge string, bytes or container (made on first use)."""
+    import reprlib
 
-    def repr_bytes(self, value, level):
-        return _quote_sliceable(value)
+    class BoundedRepr(reprlib.Repr):
+        def __init__(self):
+            super().__init__()
+            self.maxlevel = 4
+            self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = self.maxarray = 8
+            self.maxother = QUOTE_CHARS
 
-    def repr_bytearray(self, value, level):
-        return _quote_sliceable(value)
+        def repr_str(self, value, level):
+            return _quote_sliceable(value)
 
-    def repr_instance(self, value, level):
-        try:
-            return clip_head(repr(value), self.maxother)
-        except Exception:
-            return f"<{type(value).__name__} object (repr failed)>"
+        def repr_bytes(self, value, level):
+            return _quote_sliceable(value)
+
+        def repr_bytearray(self, value, level):
+            return _quote_sliceable(value)
+
+        def repr_instance(self, value, level):
+            try:
+                return clip_head(repr(value), self.maxother)
+            except Exception:
+                return f"<{type(value).__name__} object (repr failed)>"
+
+    return BoundedRepr()
 
 
 def _quote_sliceable(value):
@@ -97,14 +103,14 @@ def _quote_sliceable(value):
     return f"{repr(value[:QUOTE_CHARS])}...({len(value)} chars)"
 
 
-_bounded_repr = _BoundedRepr()
-
-
 def quote(value):
     """A repr of ``value`` for an error message, bounded: at most ``QUOTE_CHARS`` characters of a string, then ``...(N chars)``."""
     if isinstance(value, (str, bytes, bytearray)):
         return _quote_sliceable(value)
+    global _bounded_repr
     try:
+        if _bounded_repr is None:
+            _bounded_repr = _make_bounded_repr()
         text = _bounded_repr.repr(value)
     except Exception:
         text = f"<{type(value).__name__} object (repr failed)>"

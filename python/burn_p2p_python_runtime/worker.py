@@ -15,7 +15,8 @@ client's listener and serves one request at a time until ``shutdown`` or EOF.
 Exit status: 0 after ``shutdown`` or when the client closes the connection;
 1 when the stream breaks (a bad frame, a reset, a failed connect); 2 when the
 command line, the environment or the workload factory is unusable (the first
-stderr line says why, a traceback follows).
+stderr line says why, a traceback follows). The orphan guard (below) ends with
+SIGKILL when the worker leads its process group, else with 0.
 
 Environment:
 - ``BURN_P2P_WORKER_MAX_FRAME_BYTES``: largest frame body, both ways
@@ -30,8 +31,10 @@ Environment:
   factory loads) the worker kills every process it started, found by parent
   pid in ``/proc`` (stopped first, so none can fork away), and each one's
   process group unless it is the worker's own (``setsid`` children included);
-  then the rest of its own process group if it leads that group (without
-  ``/proc``: ``os.killpg`` of that group); then exits with status 0.
+  then, if it leads its own process group (the TypeScript client starts it
+  so), that whole group with ``os.killpg``, itself included: it then dies of
+  SIGKILL. Otherwise (the group is someone else's) it exits with status 0.
+  Without ``/proc``, only the group kill is done.
 - ``BURN_P2P_WORKER_CONNECT_TOKEN``: a per-start secret (the TypeScript client
   sends 64 lowercase hex characters). When set and non-empty, the worker
   removes it from its environment at once (workload children never see it)
@@ -46,12 +49,11 @@ Limits on JSON nesting and on the size of error answers: see ``limits``.
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 
 from .dispatch import Dispatcher, encode_error_response, error_response
-from .limits import MAX_MESSAGE_CHARS, clip_head, quote
+from .limits import MAX_MESSAGE_CHARS, QUOTE_CHARS, clip_head, quote
 from .transport import DEFAULT_MAX_FRAME_BYTES, MAX_FRAME_ENV, FrameError, connect, read_frame, write_frame
 from .workload_adapter import WorkloadAdapter, load_factory
 
@@ -94,7 +96,7 @@ def main(argv=None):
     try:
         sock = connect(args.connect_host, args.connect_port)
     except OSError as error:
-        _complain(f"cannot connect to {quote(args.connect_host)}:{args.connect_port}: {error}")
+        _complain(f"cannot connect to {clip_head(args.connect_host, QUOTE_CHARS)}:{args.connect_port}: {error}")
         return 1
     with sock:
         if token_frame is not None:
@@ -185,6 +187,10 @@ def _max_frame_bytes():
 
 
 def _start_orphan_guard():
+    # Imported here, by the main thread: the guard must not import while the
+    # main thread may hold an import lock (a factory importing torch).
+    import signal  # noqa: F401 (kill_descendants' import is then a lookup)
+
     def watch_stdin():
         try:
             while os.read(0, 65536):
@@ -200,6 +206,8 @@ def _start_orphan_guard():
                 # client held stderr's reading end too: the write may fail, and
                 # the worker must exit all the same.
                 _write_stderr_nowait(f"burn_p2p worker: stdin reached EOF: the client is gone; killed {killed} processes; exiting\n")
+                # Last, in one step, whatever is left of the group: this process too.
+                kill_own_group()
             finally:
                 os._exit(0)
 
@@ -214,9 +222,11 @@ def kill_descendants(proc="/proc"):
     none new, so none can fork away or be reparented before the kill. Groups
     are killed too (a descendant's orphaned children stay in its group) but
     never the worker's own unless it leads it, nor its parent's, nor group 1.
-    Processes vanishing mid-walk are skipped. Without ``/proc``, the worker's
-    own group is killed if it leads it (the worker dies with it).
+    Processes vanishing mid-walk are skipped. Without ``/proc`` it does
+    nothing (``kill_own_group`` then does what it can).
     """
+    import signal
+
     me = os.getpid()
     own_group = os.getpgrp()
     leader = own_group == me
@@ -225,8 +235,6 @@ def kill_descendants(proc="/proc"):
         if me not in table:
             raise OSError(f"{proc} does not list this process")
     except OSError:
-        if leader:
-            os.killpg(own_group, signal.SIGKILL)
         return 0
     found = {}
     try:
@@ -239,18 +247,34 @@ def kill_descendants(proc="/proc"):
                 _signal(pid, signal.SIGSTOP)
             table = _process_table(proc)
     finally:
+        # Read again, all of them stopped: a group may have changed (setsid) since a pid was found.
+        try:
+            table = _process_table(proc)
+        except OSError:
+            pass
         for pid in found:
+            if pid in table:
+                found[pid] = table[pid][1]
             _signal(pid, signal.SIGKILL)
         spared = {own_group, _group_of(os.getppid())}
         for group in set(found.values()) - spared:
             if group > 1:
                 _signal(-group, signal.SIGKILL)
         if leader:
-            for pid, (_, group) in _process_table(proc).items():
+            for pid, (_, group) in table.items():
                 if group == own_group and pid != me:
                     found.setdefault(pid, group)
                     _signal(pid, signal.SIGKILL)
     return len(found)
+
+
+def kill_own_group():
+    """SIGKILLs this process's group, this process included, if it leads it; never someone else's group."""
+    import signal
+
+    group = os.getpgrp()
+    if group == os.getpid():
+        _signal(-group, signal.SIGKILL)
 
 
 def _process_table(proc):
@@ -274,9 +298,12 @@ def _descendants(table, root):
     children = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    found, queue = [], list(children.get(root, ()))
+    found, seen, queue = [], {root}, list(children.get(root, ()))
     while queue:
         pid = queue.pop()
+        if pid in seen:
+            continue  # a pid reused between two reads of the table
+        seen.add(pid)
         found.append(pid)
         queue.extend(children.get(pid, ()))
     return found

@@ -215,6 +215,9 @@ class UndecodableRequestTest(unittest.TestCase):
         "bare word": b"undefined}",
         "integer too long to convert": b"1" + b"0" * 5000 + b"}",
         "control character in a string": b'"a\x01b"}',
+        "UTF-8-encoded surrogate": b'"\xed\xa0\x80"}',
+        "overlong encoding": b'"\xc0\xaf"}',
+        "byte order mark": b'\xef\xbb\xbfnull}',
     }
 
     def test_a_broken_body_is_answered_with_the_id_of_its_prefix(self):
@@ -237,7 +240,7 @@ class UndecodableRequestTest(unittest.TestCase):
     def test_without_a_readable_id_prefix_the_answer_has_a_null_id(self):
         worker = HardWorker(self).accept()
         model = worker.result("init_model", {"device": "cpu"})["model_id"]
-        cases = [b"", b"[", b"\xff", b'{"method":"hello","id":5,\xff', b'{"id":"5",\xff', b'{"id":5.5,\xff', b'{"id":1e3,\xff',
+        cases = [b"", b"[", b"\xff", '{"id":5,"method":"hello","params":null}'.encode("utf-16-le"), b"\xef\xbb\xbf{}", b'{"method":"hello","id":5,\xff', b'{"id":"5",\xff', b'{"id":5.5,\xff', b'{"id":1e3,\xff',
                  b'{"id":123456789012345678901,\xff', b'{"id":05,\xff', b" " * 200 + b'{"id":5,\xff', b'{"ids":5,\xff']
         for body in cases:
             with self.subTest(body=body[:40]):
@@ -334,6 +337,8 @@ class ResultTooLargeTest(unittest.TestCase):
         self.assertEqual(response["error_type"], "UnknownMethodError")
 
     def test_a_small_limit_still_answers_with_the_bare_error(self):
+        bare = dispatch.encode_error_response(error_response(7, RuntimeError("x" * 10_000)), 50)
+        self.assertEqual(json.loads(bare), {"id": 7, "ok": False, "error": "RuntimeError"})
         for limit in (90, 120, 200):
             with self.subTest(limit=limit):
                 error = RuntimeError("x" * 10_000)
@@ -463,7 +468,7 @@ class ConfigFileTest(unittest.TestCase):
         # The client dies during the slow start: the guard is already watching.
         worker.close_stdin()
         code, stderr = worker.wait()
-        self.assertEqual(code, 0, stderr)
+        self.assertEqual(code, -signal.SIGKILL, stderr)  # it leads its group, and kills that last
         self.assertIn("stdin reached EOF", stderr)
 
     def test_the_config_reaches_the_factory_and_the_file_is_removed(self):
@@ -504,19 +509,21 @@ class OrphanGuardTest(unittest.TestCase):
                 worker.close_stdin()
                 code, stderr = worker.wait()
                 self.assertLess(time.monotonic() - started, 10)
-                self.assertEqual(code, 0, stderr)
+                # Leading its group, it kills that group last, itself included.
+                self.assertEqual(code, -signal.SIGKILL if leader else 0, stderr)
                 self.assertIn("stdin reached EOF", early.decode() + stderr)
                 wait_until(lambda: all(gone(pid) for pid in pids.values()), timeout=10, what=f"{pids} to be gone")
 
-    def test_without_proc_a_group_leader_kills_its_group(self):
-        with mock.patch.object(worker_module.os, "getpgrp", return_value=os.getpid()), \
-                mock.patch.object(worker_module.os, "killpg") as killpg:
+    def test_without_proc_only_a_group_leader_kills_its_group(self):
+        with mock.patch.object(worker_module.os, "killpg") as killpg, mock.patch.object(worker_module.os, "kill") as kill:
             self.assertEqual(worker_module.kill_descendants(proc="/nonexistent-proc"), 0)
-        killpg.assert_called_once_with(os.getpid(), signal.SIGKILL)
-        with mock.patch.object(worker_module.os, "getpgrp", return_value=1), \
-                mock.patch.object(worker_module.os, "killpg") as killpg:
-            self.assertEqual(worker_module.kill_descendants(proc="/nonexistent-proc"), 0)
-        killpg.assert_not_called()
+            with mock.patch.object(worker_module.os, "getpgrp", return_value=os.getpid()):
+                worker_module.kill_own_group()
+            killpg.assert_called_once_with(os.getpid(), signal.SIGKILL)
+            with mock.patch.object(worker_module.os, "getpgrp", return_value=1):
+                worker_module.kill_own_group()
+            killpg.assert_called_once()
+        kill.assert_not_called()
 
     def test_the_process_table_skips_entries_that_vanish_or_are_odd(self):
         directory = tempfile.TemporaryDirectory()
