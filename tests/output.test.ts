@@ -59,9 +59,14 @@ const terminalView = (bytes: Uint8Array): string =>
   logicalLines(bytes).filter((line, i, all) => !line.redraw || i === all.length - 1).map((line) => `${line.text}\n`)
     .join("")
 
-const tailOf = (chunks: ReadonlyArray<Uint8Array>, maxBytes: number, maxLineBytes?: number) => {
+const tailOf = (
+  chunks: ReadonlyArray<Uint8Array>,
+  maxBytes: number,
+  maxLineBytes?: number,
+  latestRedrawOnly = false,
+) => {
   const tail = new LineTail(maxBytes)
-  const splitter = new LineSplitter((line, end) => tail.push(line, end), maxLineBytes)
+  const splitter = new LineSplitter((line, end) => tail.push(line, end), maxLineBytes, latestRedrawOnly)
   for (const chunk of chunks) splitter.push(chunk)
   splitter.end()
   return tail.text
@@ -176,6 +181,16 @@ describe("LineTail", () => {
       if (last !== undefined && utf8.encode(last.text).length + 1 <= Math.min(maxBytes, maxLineBytes)) {
         expect(tail.endsWith(`${last.text}\n`)).toBe(true)
       }
+    },
+    { fastCheck: { numRuns: 3000 } },
+  )
+
+  it.prop(
+    "skipping the redraws a later line of the same chunk hides gives the same tail",
+    [awkwardBytes, offsets, fc.integer({ min: 0, max: 200 }), fc.integer({ min: 1, max: 16 })],
+    ([bytes, at, maxBytes, maxLineBytes]) => {
+      const chunks = cut(bytes, at)
+      expect(tailOf(chunks, maxBytes, maxLineBytes, true)).toBe(tailOf(chunks, maxBytes, maxLineBytes))
     },
     { fastCheck: { numRuns: 3000 } },
   )
