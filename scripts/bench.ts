@@ -29,7 +29,7 @@
  * `--allow-read` (the interpreter, the runtime, node_modules, Debian's crate
  * folder), `--allow-write=/tmp` (the workers' config files and the pinning
  * wrapper: `os.tmpdir()`, so a TMPDIR elsewhere needs it added), `--allow-env`
- * (the worker inherits the environment), `--allow-sys=cpus,loadavg,osRelease`
+ * (the worker inherits the environment), `--allow-sys=cpus,loadavg,osRelease,uid`
  * (the report's header). Deno asks for `--allow-all` to read anything under
  * `/proc`, so affinity and memory are read through `taskset` and `sh`.
  */
@@ -64,7 +64,7 @@ export const PERMISSIONS = [
   "--allow-read",
   "--allow-write=/tmp",
   "--allow-env",
-  "--allow-sys=cpus,loadavg,osRelease",
+  "--allow-sys=cpus,loadavg,osRelease,uid",
 ]
 /**
  * V8 flags of the pinned re-execution: `gc()` lets the memory figure start
