@@ -323,11 +323,13 @@ const measureTrain = (
     const batch = batchOf(paddingBytes)
     const bareParams = wireParams(models.bare, batch)
     // The baseline must send the bytes the client sends: compare the params' JSON once.
+    // The client tags ids with the worker's generation (`g1:m1`); the wire carries the worker's own.
+    const oursOnWire = models.ours.slice(models.ours.indexOf(":") + 1)
     const clientJson = JSON.stringify(
-      Schema.encodeSync(Rpcs.trainWindow.params)({ modelId: models.ours, batches: [batch] }),
+      Schema.encodeSync(Rpcs.trainWindow.params)({ modelId: oursOnWire, batches: [batch] }),
     )
     const bareJson = JSON.stringify(bareParams)
-    if (clientJson.length !== bareJson.length || clientJson.replace(models.ours, models.bare) !== bareJson) {
+    if (clientJson.length !== bareJson.length || clientJson.replace(oursOnWire, models.bare) !== bareJson) {
       return yield* Effect.fail(new Error(`baseline params differ from the client's at ${paddingBytes} bytes`))
     }
     const frameBytes = frame(`{"id":1,"method":"train_window","params":${bareJson}}`).length
