@@ -67,7 +67,8 @@ const rawRpc = (method: string): Rpc<unknown, unknown, unknown, unknown> => ({
   fromResult: (result) => result,
   modelOf: () => undefined,
   capability: undefined,
-})
+  verify: () => undefined,
+} as Rpc<unknown, unknown, unknown, unknown>)
 const applyPatchRaw = rawRpc("apply_patch")
 
 /** A list nested `depth` deep around 0, built without recursion. */
@@ -233,5 +234,198 @@ describe("1. worker output that is not line-structured", () => {
         expect(tail.endsWith("worker's last line\n")).toBe(true)
       }),
     120_000,
+  )
+})
+
+describe("2. pathological JSON either way", () => {
+  /** The id the worker gives its next request, read from an error: ids are consecutive on the wire. */
+  const nextId = (worker: PythonWorker.Service) =>
+    worker.evaluate("no-such-model", "Validation").pipe(
+      Effect.flip,
+      Effect.map((error) => (error._tag === "RemoteError" ? error.id : -1)),
+    )
+
+  it.live("params 10,000 deep or circular are an InvalidArgumentError before anything is sent; the service stays usable", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const worker = yield* start(hardening)
+      const model = yield* worker.initModel("cpu")
+      const circularArray: Array<unknown> = []
+      circularArray.push(circularArray)
+      const circularObject: Record<string, unknown> = { a: { b: {} } }
+      ;(circularObject.a as Record<string, Record<string, unknown>>).b.c = circularObject
+      const payloads: Array<[string, unknown]> = [
+        ["a list 10,000 deep", nested(10_000)],
+        ["an object 10,000 deep", nestedObject(10_000)],
+        ["a list 1,000,000 deep", nested(1_000_000)],
+        ["a circular list", circularArray],
+        ["a circular object", circularObject],
+        ["a list 254 deep (params 257)", nested(254)],
+      ]
+      const first = yield* nextId(worker)
+      for (const [name, payload] of payloads) {
+        const exit = yield* Effect.exit(worker.trainWindow(model, [echoBatch({ deep: payload as JsonValue })]))
+        expect(Exit.isFailure(exit) && exit.cause._tag, name).toBe("Fail")
+        const error = yield* Effect.flip(worker.trainWindow(model, [echoBatch({ deep: payload as JsonValue })]))
+        expect({ ...error }, name).toMatchObject({ _tag: "InvalidArgumentError", where: "train_window" })
+        expect(error.message, name).toMatch(/nested deeper than 256 levels|circular/)
+        expect(error.message.length, name).toBeLessThan(10_000)
+        if (name.includes("254")) continue
+        // The raw escape hatch checks the same.
+        const raw = yield* Effect.flip(worker.call(applyPatchRaw, { do: "echo", deep: payload }))
+        expect({ ...raw }, name).toMatchObject({ _tag: "InvalidArgumentError", where: "apply_patch" })
+      }
+      // Nothing reached the wire: the next request id follows the first at once.
+      expect(yield* nextId(worker)).toBe(first + 1)
+      expect(yield* worker.evaluate(model, "Validation")).toEqual({ split: "Validation" })
+    })))
+
+  it.live("a workloadConfig 10,000 deep or circular is an InvalidArgumentError before anything is spawned", () =>
+    Effect.gen(function* () {
+      const circular: Record<string, unknown> = {}
+      circular.self = circular
+      for (const config of [nested(10_000), nestedObject(10_000), circular, nestedObject(257)]) {
+        const before = childPids()
+        const error = yield* startError({ ...echo, workloadConfig: config as JsonValue })
+        expect({ ...error }).toMatchObject({ _tag: "InvalidArgumentError", where: "PythonWorker.layer" })
+        expect(error.message).toMatch(/workloadConfig must be plain JSON: .*(nested deeper than 256|circular)/)
+        expect(childPids()).toEqual(before)
+      }
+      // At the limit the worker gets it and starts.
+      const worker = yield* Effect.scoped(
+        Effect.map(start({ ...echo, workloadConfig: nestedObject(256) }), (worker) => worker.info.workloadName),
+      )
+      expect(worker).toBe("EchoWorkload")
+    }))
+
+  it.live("at and just below the limit of 256 levels, params reach the worker and round-trip", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const worker = yield* start(hardening)
+      const model = yield* worker.initModel("cpu")
+      for (const depth of [1, 2, 128, 255, 256]) {
+        // The patch is `depth` deep: its own object, then `depth - 1` levels below it.
+        const patch = { do: "echo", expect_depth: depth, below: depth === 1 ? 0 : nestedObject(depth - 1) }
+        expect(yield* worker.call(applyPatchRaw, patch)).toEqual(patch)
+        const list = { do: "echo", expect_depth: depth, below: depth === 1 ? 0 : nested(depth - 1) }
+        expect(yield* worker.call(applyPatchRaw, list)).toEqual(list)
+      }
+      const over = { do: "echo", expect_depth: 257, below: nestedObject(256) }
+      expect({ ...(yield* Effect.flip(worker.call(applyPatchRaw, over))) }).toMatchObject({
+        _tag: "InvalidArgumentError",
+        detail: expect.stringContaining("nested deeper than 256 levels"),
+      })
+      // train_window: params, batches, the batch and its payload take 3 levels, the payload the rest.
+      for (const depth of [252, 253]) {
+        expect(yield* worker.trainWindow(model, [echoBatch({ echo: `depth ${depth}`, deep: nested(depth - 1) })]))
+          .toEqual({ echo: `depth ${depth}`, examples: 0 })
+      }
+      expect({ ...(yield* Effect.flip(worker.trainWindow(model, [echoBatch({ deep: nested(253) })]))) })
+        .toMatchObject({ _tag: "InvalidArgumentError", where: "train_window" })
+    })))
+
+  it.live("a result deeper than the limit or than Python can encode, or not JSON at all, is a RemoteError; the models stay", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const worker = yield* start(hardening)
+      const model = yield* worker.initModel("cpu")
+      for (const depth of [257, 300, 1_000, 5_000, 100_000]) {
+        const error = yield* Effect.flip(worker.call(applyPatchRaw, { do: "nest", depth }))
+        expect({ ...error }, `depth ${depth}`).toMatchObject({ _tag: "RemoteError", errorType: "ResultTooDeepError" })
+        expect(yield* worker.evaluate(model, "Validation")).toEqual({ split: "Validation" })
+      }
+      expect(yield* worker.call(applyPatchRaw, { do: "nest", depth: 256 })).toEqual(nested(256))
+      for (const kind of ["set", "object", "unprintable", "bytes", "nan", "inf", "circular", "tuple_key", "huge_int"]) {
+        const error = yield* Effect.flip(worker.call(applyPatchRaw, { do: "unencodable", kind }))
+        expect({ ...error }, kind).toMatchObject({ _tag: "RemoteError", method: "apply_patch" })
+        expect(error._tag === "RemoteError" && error.errorType, kind).toMatch(/^Result(Encode|TooDeep)Error$/)
+        expect(errorText(error).length, kind).toBeLessThan(100_000)
+        expect(yield* worker.evaluate(model, "Validation")).toEqual({ split: "Validation" })
+      }
+    })))
+
+  it.live(
+    "errors quote a bounded prefix: a 10 MB model id or message keeps every error under 100 KB",
+    () =>
+      Effect.scoped(Effect.gen(function* () {
+        const worker = yield* start(hardening)
+        const model = yield* worker.initModel("cpu")
+        const huge = "x".repeat(10 * MiB)
+        const errors = [
+          yield* Effect.flip(worker.evaluate(huge, "Validation")),
+          yield* Effect.flip(worker.evaluate(`g1:${huge}`, "Validation")),
+          // Another generation's id: refused before sending, as a ModelLostError.
+          yield* Effect.flip(worker.evaluate(`g7:${huge}`, "Validation")),
+          yield* Effect.flip(worker.trainWindow(huge, [echoBatch({}, [-1])])),
+          yield* Effect.flip(
+            worker.evaluate(model, { Custom: huge } as never).pipe(Effect.flatMap(() => Effect.fail("ok"))),
+          ),
+          yield* Effect.flip(worker.call(applyPatchRaw, { do: "raise", chars: 10 * MiB })),
+          yield* Effect.flip(worker.call(applyPatchRaw, { do: "raise", chars: 10 * MiB, chained: true })),
+          // A method the worker does not know, named by 10 MB: the worker quotes 200 characters of it.
+          yield* Effect.flip(worker.call(rawRpc(`no_such_method_${huge}`), null)),
+        ]
+        const tags = errors.map((error) => (typeof error === "string" ? error : error._tag))
+        expect(tags).toEqual([
+          "RemoteError",
+          "RemoteError",
+          "ModelLostError",
+          "InvalidArgumentError",
+          "ok",
+          "RemoteError",
+          "RemoteError",
+          "RemoteError",
+        ])
+        const unknownMethod = errors[7]
+        if (typeof unknownMethod !== "string" && unknownMethod._tag === "RemoteError") {
+          // Its `method` field is our own descriptor's name; what the worker said is bounded.
+          expect(unknownMethod.errorType).toBe("UnknownMethodError")
+          expect(unknownMethod.remoteMessage.length + unknownMethod.traceback.length).toBeLessThan(100_000)
+        }
+        for (const [i, error] of errors.slice(0, 7).entries()) {
+          if (typeof error === "string") continue
+          expect(errorText(error).length, `${i}: ${error._tag}`).toBeLessThan(100_000)
+          expect(error.message.length, error._tag).toBeLessThan(100_000)
+        }
+        expect(yield* worker.evaluate(model, "Validation")).toEqual({ split: "Validation" })
+      })),
+    60_000,
+  )
+})
+
+describe("3. a result above the frame limit", () => {
+  it.live(
+    "is a RemoteError ResultTooLargeError, whatever the characters; the worker keeps serving with its models",
+    () =>
+      Effect.scoped(Effect.gen(function* () {
+        const worker = yield* start({ ...hardening, maxFrameBytes: 4096 })
+        const model = yield* worker.initModel("cpu")
+        // Just under the limit it comes through.
+        expect(yield* worker.call(applyPatchRaw, { do: "big", chars: 4000 })).toBe("x".repeat(4000))
+        const cases: Array<[number, string]> = [
+          [4100, "x"],
+          [10_000, "x"],
+          [1_000_000, "x"],
+          [50 * MiB, "x"],
+          // Escaped by json.dumps: 6 and 12 bytes a character.
+          [700, "é"],
+          [400, "😀"],
+        ]
+        for (const [chars, char] of cases) {
+          const error = yield* Effect.flip(worker.call(applyPatchRaw, { do: "big", chars, char }))
+          expect({ ...error }, `${chars} x ${char}`).toMatchObject({
+            _tag: "RemoteError",
+            method: "apply_patch",
+            errorType: "ResultTooLargeError",
+            remoteMessage: expect.stringContaining("above the frame limit of 4096 bytes"),
+          })
+          expect(yield* worker.evaluate(model, "Validation")).toEqual({ split: "Validation" })
+        }
+        // A huge error message shrinks to fit the limit too.
+        const raised = yield* Effect.flip(worker.call(applyPatchRaw, { do: "raise", chars: 1_000_000 }))
+        expect({ ...raised }).toMatchObject({ _tag: "RemoteError", errorType: "RuntimeError" })
+        expect(yield* worker.trainWindow(model, [echoBatch({ echo: "still serving" })])).toEqual({
+          echo: "still serving",
+          examples: 0,
+        })
+      })),
+    60_000,
   )
 })
