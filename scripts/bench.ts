@@ -3,7 +3,11 @@
  * the same run, each beside its target (issue "Speed"), in two sections:
  *
  * - same core: Deno and every worker on cpu0;
- * - cross core: Deno on cpu0, every worker on cpu1.
+ * - cross core: Deno on cpu0, every worker on cpu1;
+ * - packs and aggregation: the worker's pack export/import (`bench/packs.py`,
+ *   vs the reference's `struct.pack` way in the same run, target >= 1 GB/s each
+ *   way; skipped when torch is missing) and the owner's aggregation of 8 packs
+ *   of 10M parameters per policy (`bench/aggregate.ts`), as child processes.
  *
  * Baselines: a bare `node:net` client (`bench/bare.ts`) driving a worker with
  * the same argv and env, and the seed Rust client (`rust-compat bench`,
@@ -19,7 +23,8 @@
  * `taskset -a -p -c PID` (`bench/pin.ts`) and the report says what it read.
  *
  *     deno task bench [--python PATH] [--calls N] [--spawn-runs N] [--train-runs N]
- *                     [--section same-core|cross-core|all] [--rust|--no-rust] [--profile DIR]
+ *                     [--section same-core|cross-core|packs|all] [--pack-runs N] [--aggregate-runs N]
+ *                     [--rust|--no-rust] [--profile DIR]
  *     deno task bench --help
  *     deno task bench --profile .bench/profile --calls 20000   # a --cpu-prof of hello(), top self time printed
  *     bash scripts/rust-compat/run.sh --bench --worker-cpu 1   # the seed Rust client's figures alone, as JSON
@@ -53,6 +58,7 @@ import { peakAbove } from "./bench/memory.ts"
 import { affinity, pin, pinnedPython, shellQuote } from "./bench/pin.ts"
 import { profileHellos } from "./bench/profile.ts"
 import { rustBench, rustBinary, type RustFigures } from "./bench/rust.ts"
+import * as External from "./bench/external.ts"
 import * as Table from "./bench/table.ts"
 
 /** Set in the re-executed child, so this script re-executes once. */
@@ -138,6 +144,10 @@ interface Settings {
   readonly trainRuns: number
   readonly sections: ReadonlyArray<SectionSpec>
   readonly rust: boolean
+  /** Whether the "packs and aggregation" section runs. */
+  readonly packs: boolean
+  readonly packRuns: number
+  readonly aggregateRuns: number
 }
 
 interface SectionSpec {
@@ -563,6 +573,140 @@ const mergeRust = (before: RustRun, after: RustRun): RustRun => {
   }
 }
 
+// ---------------------------------------------------------------- 4. packs and aggregation
+
+const PACKS_SCRIPT = fileURLToPath(new URL("./bench/packs.py", import.meta.url))
+const AGGREGATE_SCRIPT = fileURLToPath(new URL("./bench/aggregate.ts", import.meta.url))
+/** The issue's target for the worker's pack export and import, each way. */
+const PACK_TARGET_MBPS = 1000
+const AGGREGATE_PEERS = 8
+const AGGREGATE_PARAMS = 10_000_000
+
+/** The last JSON line of `scripts/bench/packs.py`. */
+interface PackFigures {
+  readonly export_mb_s: number
+  readonly import_mb_s: number
+  readonly baseline_export_mb_s: number
+  readonly baseline_import_mb_s: number
+  readonly parameters: number
+  readonly bytes: number
+  readonly runs: number
+  readonly byte_identical: boolean
+}
+
+/** The last JSON line of `scripts/bench/aggregate.ts`. */
+interface AggregateFigures {
+  readonly peers: number
+  readonly params: number
+  readonly runs: number
+  readonly policies: ReadonlyArray<{ readonly name: string; readonly fusedMs: number; readonly givenMs: number }>
+  readonly pseudoGradientsMs: number
+  readonly outerStepMs: number
+  readonly packWriteMBps: number
+  readonly packReadMBps: number
+}
+
+/** Why `python` cannot import torch, or undefined when it can. */
+const torchMissing = (python: string): string | undefined => {
+  const probe = spawnSync(python, ["-c", "import torch"], { encoding: "utf8" })
+  if (probe.status === 0) return undefined
+  const why = (probe.stderr ?? "").trim().split("\n").at(-1) || probe.error?.message || `exit ${probe.status}`
+  return `torch is not importable by ${python} (${why})`
+}
+
+/**
+ * The worker's pack I/O (`bench/packs.py`: ours vs the reference's
+ * `struct.pack` way, in the same run) and the owner's aggregation of 8 packs
+ * of 10M parameters (`bench/aggregate.ts`: each policy fused vs materialising
+ * the pseudo-gradients first). Both run as child processes on cpu0 (inherited
+ * from this pinned process), one after the other.
+ */
+const packsSection = (settings: Settings) =>
+  Effect.gen(function* () {
+    const section = Table.make(
+      `packs and aggregation (${AGGREGATE_PEERS} peers x ${AGGREGATE_PARAMS / 1e6}M parameters; children on cpu0)`,
+    )
+    const exportFigure = `worker pack export, 10M params, median (n=${settings.packRuns}) vs struct.pack`
+    const importFigure = `worker pack import, 10M params, median (n=${settings.packRuns}) vs struct.unpack`
+    const noTorch = torchMissing(settings.python)
+    const packs: PackFigures | string = noTorch ?? (yield* External.json<PackFigures>(
+      settings.python,
+      [PACKS_SCRIPT, "--runs", String(settings.packRuns)],
+      { env: { PYTHONPATH: RUNTIME_ROOT } },
+    ))
+    const target = Table.absolute(
+      `>= ${PACK_TARGET_MBPS} MB/s`,
+      (ours) => ours >= PACK_TARGET_MBPS,
+    )
+    if (typeof packs === "string") {
+      Table.skip(section, exportFigure, packs)
+      Table.skip(section, importFigure, packs)
+    } else {
+      Table.compare(section, {
+        figure: exportFigure,
+        ours: packs.export_mb_s,
+        baseline: packs.baseline_export_mb_s,
+        unit: mbps,
+        target,
+      })
+      Table.compare(section, {
+        figure: importFigure,
+        ours: packs.import_mb_s,
+        baseline: packs.baseline_import_mb_s,
+        unit: mbps,
+        target,
+      })
+    }
+
+    const aggregate = yield* External.json<AggregateFigures>(Deno.execPath(), [
+      "run",
+      "-A",
+      AGGREGATE_SCRIPT,
+      "--peers",
+      String(AGGREGATE_PEERS),
+      "--params",
+      String(AGGREGATE_PARAMS),
+      "--runs",
+      String(settings.aggregateRuns),
+    ])
+    if (typeof aggregate === "string" || !Array.isArray(aggregate.policies)) {
+      const why = typeof aggregate === "string" ? aggregate : "bench/aggregate.ts printed no policies"
+      for (const name of ["Mean", "CoordinateMedian", "SignMajority"]) {
+        Table.skip(section, `aggregate ${name}, ${AGGREGATE_PEERS} x 10M`, why)
+      }
+    } else {
+      for (const policy of aggregate.policies) {
+        Table.compare(section, {
+          figure: `aggregate ${policy.name}, ${aggregate.peers} x ${
+            aggregate.params / 1e6
+          }M, fused θ−θᵢ vs Δᵢ materialised + aggregate (n=${aggregate.runs})`,
+          ours: policy.fusedMs,
+          baseline: aggregate.pseudoGradientsMs + policy.givenMs,
+          unit: ms,
+          target: Table.atMost(1),
+        })
+      }
+      Table.note(
+        section,
+        `aggregate.ts: pseudoGradients (materialise ${aggregate.peers}) ${ms(aggregate.pseudoGradientsMs)}; ` +
+          aggregate.policies.map((policy) => `${policy.name} given Δᵢ ${ms(policy.givenMs)}`).join(", ") +
+          `; outerStep (lr 0.7, μ 0.9, Nesterov, wd 1e-4) ${ms(aggregate.outerStepMs)}; ` +
+          `owner-side ParameterPack.write ${mbps(aggregate.packWriteMBps)}, read ${
+            mbps(aggregate.packReadMBps)
+          } (warm cache)`,
+      )
+    }
+    if (typeof packs !== "string") {
+      Table.note(
+        section,
+        `packs.py: ${packs.parameters} float32 parameters (${(packs.bytes / 1e6).toFixed(1)} MB); ` +
+          `MB/s = values bytes / 10^6 / median seconds; ratio = ours / the reference's struct way in the same run; ` +
+          `packs byte-identical: ${packs.byte_identical ? "yes" : "NO"}`,
+      )
+    }
+    return section
+  })
+
 // ---------------------------------------------------------------- the program
 
 const environment = (settings: Settings, args: ReadonlyArray<string>) => {
@@ -584,7 +728,8 @@ const environment = (settings: Settings, args: ReadonlyArray<string>) => {
     `--connect-host 127.0.0.1 --connect-port PORT`,
     `          PYTHONPATH=${RUNTIME_ROOT} PYTHONUNBUFFERED=1, stdin a pipe (exit on EOF); the Rust client: stdin /dev/null`,
     `runs:     spawn ${settings.spawnRuns} each; hello ${settings.calls} calls each (ABBA blocks, after warm-up); ` +
-    `trainWindow 1 KiB ${Math.max(50, settings.trainRuns * 20)}, 64 MiB ${settings.trainRuns} runs each`,
+    `trainWindow 1 KiB ${Math.max(50, settings.trainRuns * 20)}, 64 MiB ${settings.trainRuns} runs each` +
+    (settings.packs ? `; pack I/O ${settings.packRuns}, aggregation ${settings.aggregateRuns} runs` : ""),
   ].join("\n")
 }
 
@@ -598,7 +743,8 @@ const bench = (settings: Settings, args: ReadonlyArray<string>) =>
     }
     console.log(environment(settings, args))
     const rust: Option.Option<string> | string = settings.rust ? yield* rustBinaryOrWhy : Option.none()
-    if (typeof rust === "string") console.log(`rust:     skipped: ${rust}`)
+    if (settings.sections.length === 0) console.log("rust:     not used by the packs section")
+    else if (typeof rust === "string") console.log(`rust:     skipped: ${rust}`)
     else if (Option.isSome(rust)) {
       console.log(`rust:     ${rust.value} bench (built once, cached under scripts/rust-compat/target/)`)
     } else console.log("rust:     skipped: --no-rust")
@@ -606,6 +752,7 @@ const bench = (settings: Settings, args: ReadonlyArray<string>) =>
       const section = yield* Effect.scoped(runSection(settings, spec, rust))
       console.log(`\n${Table.render(section)}`)
     }
+    if (settings.packs) console.log(`\n${Table.render(yield* packsSection(settings))}`)
   })
 
 /** The Rust binary (built if needed), or why it cannot be had. */
@@ -635,10 +782,14 @@ const command = Command.make("bench", {
   calls: positive("calls", 5000, "hello calls per client and figure (ABBA blocks after a warm-up)"),
   spawnRuns: positive("spawn-runs", 20, "spawn -> ready hello runs per client"),
   trainRuns: positive("train-runs", 5, "trainWindow 64 MiB runs per client (1 KiB: 20x as many)"),
-  section: Options.choice("section", ["same-core", "cross-core", "all"]).pipe(
+  section: Options.choice("section", ["same-core", "cross-core", "packs", "all"]).pipe(
     Options.withDefault("all" as const),
-    Options.withDescription("same-core: worker on cpu0 with the client; cross-core: worker on cpu1"),
+    Options.withDescription(
+      "same-core: worker on cpu0 with the client; cross-core: worker on cpu1; packs: pack I/O and aggregation",
+    ),
   ),
+  packRuns: positive("pack-runs", 3, "pack export/import runs each, ours and the struct baseline (bench/packs.py)"),
+  aggregateRuns: positive("aggregate-runs", 1, "runs per aggregation figure, 8 peers x 10M (bench/aggregate.ts)"),
   noRust: Options.boolean("no-rust", { negationNames: ["rust"] }).pipe(
     Options.withDescription("--rust (default) adds the seed Rust client as a baseline when cargo can build it"),
   ),
@@ -669,7 +820,10 @@ const command = Command.make("bench", {
       spawnRuns: flags.spawnRuns,
       trainRuns: flags.trainRuns,
       sections: SECTIONS.filter((spec) => flags.section === "all" || flags.section === spec.name),
-      rust: !flags.noRust,
+      rust: !flags.noRust && flags.section !== "packs",
+      packs: flags.section === "all" || flags.section === "packs",
+      packRuns: flags.packRuns,
+      aggregateRuns: flags.aggregateRuns,
     }, args)
   })).pipe(Command.withDescription("The client's costs as ratios against baselines measured in the same run."))
 

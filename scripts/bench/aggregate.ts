@@ -6,7 +6,10 @@
  *
  *     deno run -A scripts/bench/aggregate.ts [--peers 8] [--params 10000000] [--runs 3] [--dir /tmp]
  *
- * Prints a table, then one JSON line (last) for the main bench to include.
+ * Prints a table, then one JSON line (last) for the main bench to include:
+ * `{bench, peers, params, runs, millis: {figure: ms}, policies: [{name,
+ * fusedMs, givenMs}], pseudoGradientsMs, outerStepMs, packWriteMBps,
+ * packReadMBps}`.
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -120,27 +123,22 @@ const program = Effect.gen(function* () {
       `${(millis * 1e6 / params).toFixed(2)} ns`,
     ])
   }
+  /** Per policy: fused (θ−θᵢ formed on the fly) and given (Δᵢ already materialised) milliseconds. */
+  const perPolicy: Array<{ name: string; fusedMs: number; givenMs: number }> = []
   for (const [name, policy] of policies) {
     yield* DiLoCo.aggregatePseudoGradients(base, locals, policy, { out }) // warm-up
-    aggregateRow(
-      `aggregate ${name} (fused θ−θᵢ)`,
-      yield* repeat(DiLoCo.aggregatePseudoGradients(base, locals, policy, { out })),
-      bytesIn,
-    )
+    const fusedMs = yield* repeat(DiLoCo.aggregatePseudoGradients(base, locals, policy, { out }))
+    aggregateRow(`aggregate ${name} (fused θ−θᵢ)`, fusedMs, bytesIn)
+    perPolicy.push({ name, fusedMs, givenMs: Number.NaN })
   }
   const deltas = yield* DiLoCo.pseudoGradients(base, locals)
-  aggregateRow(
-    `pseudoGradients (materialise ${peers})`,
-    yield* repeat(DiLoCo.pseudoGradients(base, locals)),
-    bytesIn,
-  )
-  for (const [name, policy] of policies) {
+  const pseudoGradientsMs = yield* repeat(DiLoCo.pseudoGradients(base, locals))
+  aggregateRow(`pseudoGradients (materialise ${peers})`, pseudoGradientsMs, bytesIn)
+  for (const [index, [name, policy]] of policies.entries()) {
     yield* DiLoCo.aggregate(deltas, policy, { out })
-    aggregateRow(
-      `aggregate ${name} (given Δᵢ)`,
-      yield* repeat(DiLoCo.aggregate(deltas, policy, { out })),
-      peers * params * 4,
-    )
+    const givenMs = yield* repeat(DiLoCo.aggregate(deltas, policy, { out }))
+    aggregateRow(`aggregate ${name} (given Δᵢ)`, givenMs, peers * params * 4)
+    perPolicy[index].givenMs = givenMs
   }
   const optimizer = new DiLoCo.OuterOptimizer({ learningRate: 0.7, momentum: 0.9, nesterov: true, weightDecay: 1e-4 })
   const stepped = new Float32Array(params)
@@ -149,7 +147,8 @@ const program = Effect.gen(function* () {
     state = r.state
   })
   yield* step
-  aggregateRow("outerStep (lr 0.7, μ 0.9, Nesterov, wd 1e-4)", yield* repeat(step), 3 * params * 4)
+  const outerStepMs = yield* repeat(step)
+  aggregateRow("outerStep (lr 0.7, μ 0.9, Nesterov, wd 1e-4)", outerStepMs, 3 * params * 4)
 
   const dir = mkdtempSync(join(flags.dir, "bench-packs-"))
   try {
@@ -186,6 +185,9 @@ const program = Effect.gen(function* () {
       params,
       runs,
       millis: results,
+      policies: perPolicy,
+      pseudoGradientsMs,
+      outerStepMs,
       packWriteMBps: mb / (writeMs / 1000),
       packReadMBps: mb / (readMs / 1000),
     }))
