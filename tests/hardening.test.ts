@@ -429,3 +429,137 @@ describe("3. a result above the frame limit", () => {
     60_000,
   )
 })
+
+describe("4. options out of range", () => {
+  const MAX_TIMER = 2 ** 31 - 1
+  const badDurations: ReadonlyArray<unknown> = [
+    -1,
+    -5,
+    Number.NaN,
+    Number.POSITIVE_INFINITY,
+    Number.NEGATIVE_INFINITY,
+    MAX_TIMER + 1,
+    1e20,
+    "1000 days",
+    "-5 seconds",
+    "soon",
+    null,
+    {},
+  ]
+  /** Refused before anything is spawned: no new child, named option, the accepted range. */
+  const refused = (options: Record<string, unknown>, name: string, range: RegExp) =>
+    Effect.gen(function* () {
+      const before = childPids()
+      const error = yield* Effect.flip(Effect.scoped(start({ ...echo, ...options } as PythonWorker.Options)))
+      expect(childPids()).toEqual(before)
+      expect({ ...error }).toMatchObject({ _tag: "InvalidArgumentError", where: "PythonWorker.layer" })
+      expect(error.message).toContain(name)
+      expect(error.message).toMatch(range)
+      expect(error.message.length).toBeLessThan(3_000)
+    })
+
+  for (const name of ["connectTimeout", "shutdownTimeout", "terminateGrace", "callTimeout"]) {
+    const zeroAllowed = name === "shutdownTimeout" || name === "terminateGrace"
+    it.live(`${name}: negative, NaN, infinite, huge${zeroAllowed ? "" : ", 0"} and non-durations are refused`, () =>
+      Effect.gen(function* () {
+        for (const value of zeroAllowed ? badDurations : [0, "0 millis", ...badDurations]) {
+          const isDuration = typeof value === "number" || value === "1000 days"
+          yield* refused(
+            { [name]: value },
+            name,
+            isDuration ? new RegExp(`(at least|more than) 0 ms and at most ${MAX_TIMER} ms`) : /DurationInput|duration/,
+          )
+        }
+      }))
+  }
+
+  it.live("the call's own timeout: the same values are refused, naming the range, and the service stays usable", () =>
+    Effect.scoped(Effect.gen(function* () {
+      const worker = yield* start(echo)
+      for (const value of [0, ...badDurations]) {
+        const error = yield* Effect.flip(worker.hello({ timeout: value as never }))
+        expect({ ...error }, String(value)).toMatchObject({ _tag: "InvalidArgumentError", where: "hello" })
+        if (typeof value === "number") expect(error.message).toContain(`at most ${MAX_TIMER} ms`)
+      }
+      expect((yield* worker.hello({ timeout: MAX_TIMER })).protocolVersion).toBe(1)
+    })))
+
+  it.live("maxFrameBytes and stderrTailBytes out of range or not integers are refused, naming the range", () =>
+    Effect.gen(function* () {
+      for (const value of [0, -1, 1023, 1024.5, 2 ** 29, 2 ** 53, Number.NaN, Number.POSITIVE_INFINITY, "4096", null]) {
+        yield* refused({ maxFrameBytes: value }, "maxFrameBytes", /from 1024 to 536870888|number/)
+      }
+      for (const value of [-1, 0.5, 64 * MiB + 1, Number.NaN, Number.NEGATIVE_INFINITY, "64", true]) {
+        yield* refused({ stderrTailBytes: value }, "stderrTailBytes", /from 0 to 67108864|number/)
+      }
+    }))
+
+  it.live('configVia: "argv" with a config over 128 KiB is refused before spawning; at 128 KiB it starts', () =>
+    Effect.gen(function* () {
+      // The JSON text plus its NUL: Linux's limit for one argument.
+      const config = (jsonBytes: number) => ({ pad: "x".repeat(jsonBytes - `{"pad":""}`.length) })
+      for (const bytes of [128 * 1024, 128 * 1024 + 1, MiB]) {
+        yield* refused({ configVia: "argv", workloadConfig: config(bytes) }, "workloadConfig", /Linux allows 131072/)
+      }
+      const started = yield* Effect.scoped(
+        Effect.map(
+          start({ ...echo, configVia: "argv", workloadConfig: config(128 * 1024 - 1) }),
+          (worker) => worker.info.workloadName,
+        ),
+      )
+      expect(started).toBe("EchoWorkload")
+    }))
+
+  it.live("no error message or field ever contains the workload config, whichever way the start fails", () => {
+    const dir = mkdtempSync(join(tmpdir(), "burn-p2p-marker-"))
+    const wrapper = join(dir, "setsid-python")
+    writeFileSync(wrapper, `#!/bin/sh\nexec setsid ${testPython} "$@"\n`)
+    chmodSync(wrapper, 0o755)
+    return Effect.gen(function* () {
+      const marker = "MARKER-b7c1e9a4-never-quote-me"
+      const configs: Array<[string, JsonValue]> = [
+        ["small", { secret: marker }],
+        ["tiny", marker],
+        ["1 MiB", { secret: marker, pad: "y".repeat(MiB), more: [marker, { deep: marker }] }],
+      ]
+      const failures: Array<[string, Partial<PythonWorker.Options>]> = [
+        ["a missing executable", { pythonExecutable: "/nonexistent/python3" }],
+        ["an executable that is a directory", { pythonExecutable: fixturesRoot }],
+        ["a missing module", { workloadFactory: "no_such_module_anywhere:make" }],
+        ["a factory that is not callable", { workloadFactory: "echo_workload:not_callable" }],
+        ["a factory that raises", { workloadFactory: "tree_workload:make_failing" }],
+        ["a bad option", { maxFrameBytes: -1 }],
+        ["a misspelt option", { workloadFactroy: "x:y" } as never],
+        ["a worker that never connects", { workerModule: "silent_worker", connectTimeout: 300 }],
+        ["a worker speaking protocol 3", { workerModule: "future_protocol_worker" }],
+        ["a worker moved into its own session", { pythonExecutable: wrapper }],
+        ["a hello that times out", { workloadFactory: "tree_workload:make_quiet_slow", connectTimeout: 400 }],
+      ]
+      for (const [configName, config] of configs) {
+        for (const configVia of ["file", "argv"] as const) {
+          for (const [failureName, override] of failures) {
+            const options = {
+              ...echo,
+              workloadConfig: failureName === "a hello that times out" ? { sleep_seconds: 5, marker } : config,
+              configVia,
+              ...override,
+            } as PythonWorker.Options
+            const label = `${configName} config via ${configVia}, ${failureName}`
+            const error = yield* startError(options)
+            const text = errorText(error)
+            expect(text.includes(marker), `${label}: ${error._tag}`).toBe(false)
+            expect(text.length, label).toBeLessThan(200_000)
+          }
+          // And a config JSON cannot carry: the error names where, not what.
+          const error = yield* startError({
+            ...echo,
+            configVia,
+            workloadConfig: { secret: marker, bad: Number.NaN } as never,
+          })
+          expect({ ...error }).toMatchObject({ _tag: "InvalidArgumentError" })
+          expect(errorText(error)).not.toContain(marker)
+        }
+      }
+    }).pipe(Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))
+  }, 180_000)
+})

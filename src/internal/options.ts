@@ -25,37 +25,59 @@ const MAX_STDERR_TAIL = 64 * 1024 * 1024
 /** Linux's MAX_ARG_STRLEN: one argument, its terminating NUL included. */
 const MAX_ARG_BYTES = 128 * 1024
 
-/** Any `Duration.DurationInput` in, a `Duration` out. */
-type DurationInputSchema = Schema.transform<Schema.declare<Duration.DurationInput>, typeof Schema.DurationFromSelf>
-
-const DurationInputBase: DurationInputSchema = Schema.transform(
-  Schema.declare((u): u is Duration.DurationInput => Option.isSome(Duration.decodeUnknown(u)), {
-    identifier: "DurationInput",
-    description: 'a duration: milliseconds, "5 seconds", or a Duration',
-  }),
-  Schema.DurationFromSelf,
-  { strict: true, decode: (input) => Duration.decode(input), encode: (duration) => duration },
+const DurationInputDeclaration: Schema.declare<Duration.DurationInput> = Schema.declare(
+  (u): u is Duration.DurationInput => Option.isSome(Duration.decodeUnknown(u)),
+  { identifier: "DurationInput", description: 'a duration: milliseconds, "5 seconds", or a Duration' },
 )
 
+/**
+ * The duration the caller wrote, in milliseconds, sign and NaN kept: Effect's
+ * `Duration` makes 0 of NaN and of anything negative (-1, "-5 seconds"),
+ * which would pass a check that allows 0.
+ */
+const givenMillis = (input: Duration.DurationInput): number => {
+  if (typeof input === "number") return input
+  if (typeof input === "bigint") return Number(input) / 1e6
+  if (typeof input === "string") {
+    const value = Number(/^\s*(-?[\d.]+)/.exec(input)?.[1])
+    if (Number.isNaN(value) || value < 0) return value
+  }
+  if (Array.isArray(input)) {
+    const [seconds, nanos] = input as unknown as [number, number]
+    if (Number.isNaN(seconds) || Number.isNaN(nanos) || seconds < 0 || nanos < 0) return seconds * 1000 + nanos / 1e6
+  }
+  return Duration.toMillis(Duration.decode(input))
+}
+
 /** @internal */
-export type BoundedDuration = Schema.filter<DurationInputSchema>
+export type BoundedDuration = Schema.transform<
+  Schema.filter<Schema.declare<Duration.DurationInput>>,
+  typeof Schema.DurationFromSelf
+>
 
 /**
  * A duration between `min` and about 24.8 days, finite; `inclusive` says
- * whether `min` itself is allowed.
+ * whether `min` itself is allowed. Judged on what the caller wrote, before
+ * it becomes a `Duration`.
  *
  * @internal
  */
 export const boundedDuration = (name: string, minMillis: number, inclusive: boolean): BoundedDuration =>
-  DurationInputBase.pipe(
-    Schema.filter((duration) => {
-      const millis = Duration.toMillis(duration)
-      const ok = Number.isFinite(millis) && (inclusive ? millis >= minMillis : millis > minMillis) &&
-        millis <= MAX_TIMER_MILLIS
-      return ok ||
-        `${name} must be ${inclusive ? "at least" : "more than"} ${minMillis} ms and at most ${MAX_TIMER_MILLIS} ms ` +
-          `(about 24.8 days), got ${Number.isNaN(millis) ? "NaN" : `${millis} ms`}`
-    }),
+  Schema.transform(
+    DurationInputDeclaration.pipe(
+      Schema.filter((input) => {
+        const millis = givenMillis(input)
+        const ok = Number.isFinite(millis) && (inclusive ? millis >= minMillis : millis > minMillis) &&
+          millis <= MAX_TIMER_MILLIS
+        return ok ||
+          `${name} must be ${
+              inclusive ? "at least" : "more than"
+            } ${minMillis} ms and at most ${MAX_TIMER_MILLIS} ms ` +
+            `(about 24.8 days), got ${Number.isNaN(millis) ? "NaN" : `${millis} ms`}`
+      }),
+    ),
+    Schema.DurationFromSelf,
+    { strict: true, decode: (input) => Duration.decode(input), encode: (duration) => duration },
   )
 
 const boundedInt = (name: string, min: number, max: number): Schema.filter<typeof Schema.Number> =>

@@ -85,7 +85,14 @@ const spawnError = (executable: string, args: ReadonlyArray<string>) => (error: 
     ? error.reason
     : "Unknown"
   let detail = flag !== undefined ? `Deno needs ${flag}` : error.message
-  for (const arg of args) if (arg.length > 32) detail = detail.split(arg).join("<argument>")
+  // The platform quotes the whole command line: gone at once, then any long argument (and the
+  // config, unless a few characters) wherever else it appears.
+  detail = detail.split([executable, ...args].join(" ")).join(`${executable} <arguments>`)
+  args.forEach((arg, i) => {
+    if (arg.length > 32 || (args[i - 1] === "--config-json" && arg.length >= 8)) {
+      detail = detail.split(arg).join("<argument>")
+    }
+  })
   return new WorkerSpawnError({ executable, reason, detail: detail.slice(0, 500) })
 }
 
