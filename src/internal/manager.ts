@@ -23,7 +23,6 @@ import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import * as Metric from "effect/Metric"
-import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import type * as Schedule from "effect/Schedule"
@@ -31,6 +30,7 @@ import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import type * as Tracer from "effect/Tracer"
 import { type Hello, type ModelIds, PROTOCOL_VERSIONS, type Rpc, Rpcs } from "../Protocol.ts"
 import type { CallOptions, WorkerDeath, WorkerEvent } from "../PythonWorker.ts"
 import {
@@ -84,12 +84,14 @@ export interface Calls {
     rpc: Rpc<any, any, any, any, any, A>,
     args: ReadonlyArray<unknown>,
     options: CallOptions | undefined,
+    span?: Tracer.Span,
   ) => Effect.Effect<A, CallError>
   /** Wire params and result as they are: no model id mapping. */
   readonly raw: <P, PI, R, RI>(
     rpc: Rpc<P, PI, R, RI>,
     params: P,
     options: CallOptions | undefined,
+    span?: Tracer.Span,
   ) => Effect.Effect<R, CallError>
   readonly pid: () => number
   readonly generation: () => number
@@ -318,6 +320,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
       build: (ids: ModelIds) => P,
       finish: (result: R, ids: ModelIds) => A,
       callOptions: CallOptions | undefined,
+      span: Tracer.Span | undefined,
     ): Effect.Effect<A, CallError> =>
       Effect.flatMap(deadlineOf(rpc.method, callOptions), (timing) => {
         const attempt: Effect.Effect<A, CallError> = Effect.suspend(() => {
@@ -346,7 +349,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
             }
           }
         })
-        return observe(rpc.method, timing.stats, attempt)
+        return observe(rpc.method, timing.stats, span, attempt)
       })
 
     const awaitChange = (method: string, timing: Timing) => {
@@ -363,9 +366,9 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
     }
 
     const managerCalls: Calls = {
-      invoke: (rpc, args, callOptions) =>
-        run(rpc, (ids) => rpc.toParams(ids, ...args), (result, ids) => rpc.fromResult(result, ids), callOptions),
-      raw: (rpc, params, callOptions) => run(rpc, () => params, (result) => result, callOptions),
+      invoke: (rpc, args, callOptions, span) =>
+        run(rpc, (ids) => rpc.toParams(ids, ...args), (result, ids) => rpc.fromResult(result, ids), callOptions, span),
+      raw: (rpc, params, callOptions, span) => run(rpc, () => params, (result) => result, callOptions, span),
       pid: () => (current ?? lastInstance!).pid,
       generation: () => (current ?? lastInstance!).generation,
       info: () => (current ?? lastInstance!).info,
@@ -636,13 +639,18 @@ const newStats = (): Stats => ({
  * One call's metrics and span attributes, recorded when it ends: duration,
  * bytes each way, the error tag, the worker's pid and generation, the model.
  */
-const observe = <A>(method: string, stats: Stats, call: Effect.Effect<A, CallError>): Effect.Effect<A, CallError> => {
+const observe = <A>(
+  method: string,
+  stats: Stats,
+  span: Tracer.Span | undefined,
+  call: Effect.Effect<A, CallError>,
+): Effect.Effect<A, CallError> => {
   const metrics = Metrics.forMethod(method)
   return Effect.flatMap(
     Clock.currentTimeNanos,
     (start) =>
       Effect.onExit(call, (exit) =>
-        Effect.flatMap(Clock.currentTimeNanos, (end) => {
+        Effect.map(Clock.currentTimeNanos, (end) => {
           const outcome = Exit.isSuccess(exit)
             ? "ok"
             : exit.cause._tag === "Fail"
@@ -650,20 +658,23 @@ const observe = <A>(method: string, stats: Stats, call: Effect.Effect<A, CallErr
             : exit.cause._tag === "Interrupt"
             ? "interrupted"
             : "defect"
-          metrics.duration.unsafeUpdate(Number(end - start) / 1e6, [])
-          if (stats.requestBytes > 0) metrics.requestBytes.unsafeUpdate(stats.requestBytes, [])
-          if (stats.responseBytes > 0) metrics.responseBytes.unsafeUpdate(stats.responseBytes, [])
-          if (Exit.isFailure(exit)) Metrics.errorsFor(metrics, outcome).unsafeUpdate(1, [])
-          if (stats.connection !== undefined) {
-            Metrics.queuedCalls.unsafeUpdate(stats.connection.inFlight(), [MetricLabel.make("pid", String(stats.pid))])
+          Metrics.callDuration.unsafeUpdate(Number(end - start) / 1e6, metrics.labels)
+          if (stats.requestBytes > 0) Metrics.requestBytes.unsafeUpdate(stats.requestBytes, metrics.labels)
+          if (stats.responseBytes > 0) Metrics.responseBytes.unsafeUpdate(stats.responseBytes, metrics.labels)
+          if (Exit.isFailure(exit)) Metrics.callErrors.unsafeUpdate(1, Metrics.errorLabels(metrics, outcome))
+          if (stats.connection !== undefined && stats.pid !== undefined) {
+            Metrics.queuedCalls.unsafeUpdate(stats.connection.inFlight(), Metrics.labelsOfPid(stats.pid))
           }
-          return Effect.annotateCurrentSpan({
-            "rpc.outcome": outcome,
-            "rpc.request_bytes": stats.requestBytes,
-            "rpc.response_bytes": stats.responseBytes,
-            ...(stats.pid === undefined ? {} : { "worker.pid": stats.pid, "worker.generation": stats.generation }),
-            ...(stats.modelId === undefined ? {} : { "worker.model_id": stats.modelId }),
-          })
+          if (span !== undefined) {
+            span.attribute("rpc.outcome", outcome)
+            span.attribute("rpc.request_bytes", stats.requestBytes)
+            span.attribute("rpc.response_bytes", stats.responseBytes)
+            if (stats.pid !== undefined) {
+              span.attribute("worker.pid", stats.pid)
+              span.attribute("worker.generation", stats.generation)
+            }
+            if (stats.modelId !== undefined) span.attribute("worker.model_id", stats.modelId)
+          }
         })),
   )
 }
