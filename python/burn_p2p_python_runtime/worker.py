@@ -34,6 +34,9 @@ Environment:
   then, if it leads its own process group (the TypeScript client starts it
   so), that whole group with ``os.killpg``, itself included: it then dies of
   SIGKILL. Otherwise (the group is someone else's) it exits with status 0.
+  The connection reaches EOF at the same moment: a worker that was idle then
+  waits up to ``ORPHAN_GUARD_GRACE`` for the guard before it exits, so that its
+  workload's processes die with it.
   Without ``/proc``, only the group kill is done.
 - ``BURN_P2P_WORKER_CONNECT_TOKEN``: a per-start secret (the TypeScript client
   sends 64 lowercase hex characters). When set and non-empty, the worker
@@ -58,6 +61,8 @@ from .transport import DEFAULT_MAX_FRAME_BYTES, MAX_FRAME_ENV, FrameError, conne
 from .workload_adapter import WorkloadAdapter, load_factory
 
 STDIN_GUARD_ENV = "BURN_P2P_WORKER_EXIT_ON_STDIN_EOF"
+ORPHAN_GUARD_GRACE = 1.0
+"""Seconds a worker whose connection reached EOF waits for the stdin guard (the client may be dead) before it exits."""
 CONNECT_TOKEN_ENV = "BURN_P2P_WORKER_CONNECT_TOKEN"
 
 
@@ -75,9 +80,10 @@ def main(argv=None):
     except ValueError as error:
         _complain(str(error))
         return 2
+    guard = None
     if os.environ.get(STDIN_GUARD_ENV) == "1":
         # Before the factory loads: a client may die during a slow start.
-        _start_orphan_guard()
+        guard = _start_orphan_guard()
     try:
         workload = load_factory(args.factory)(_decode_config(args, config_text))
     except Exception as error:
@@ -105,11 +111,14 @@ def main(argv=None):
             except OSError as error:
                 _complain(f"connection lost while sending the connect token: {error}")
                 return 1
-        return serve(sock, dispatcher, max_frame_bytes)
+        # A client that dies closes the connection and stdin at once: at EOF the guard gets its
+        # moment to kill the workload's processes, else an idle worker's return would beat it.
+        on_eof = None if guard is None else (lambda: guard.join(ORPHAN_GUARD_GRACE))
+        return serve(sock, dispatcher, max_frame_bytes, on_eof)
 
 
-def serve(sock, dispatcher, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
-    """Answers requests until shutdown (0), EOF (0) or a broken stream (1)."""
+def serve(sock, dispatcher, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, on_eof=None):
+    """Answers requests until shutdown (0), EOF (0, after ``on_eof()``) or a broken stream (1)."""
     while True:
         try:
             body = read_frame(sock, max_frame_bytes)
@@ -125,6 +134,8 @@ def serve(sock, dispatcher, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
             _complain(f"connection lost while reading a request: {error}")
             return 1
         if body is None:
+            if on_eof is not None:
+                on_eof()
             return 0
         response, stop = dispatcher.handle_frame(body, max_frame_bytes)
         # Drop the request before waiting for the next one: it can be hundreds of MiB.
@@ -211,7 +222,9 @@ def _start_orphan_guard():
             finally:
                 os._exit(0)
 
-    threading.Thread(target=watch_stdin, name="stdin-eof-guard", daemon=True).start()
+    thread = threading.Thread(target=watch_stdin, name="stdin-eof-guard", daemon=True)
+    thread.start()
+    return thread
 
 
 def kill_descendants(proc="/proc"):
