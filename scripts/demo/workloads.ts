@@ -4,6 +4,7 @@
  */
 import * as Duration from "effect/Duration"
 import type { JsonValue } from "../../src/Protocol.ts"
+import type { OuterSettings } from "./outer.ts"
 
 export type WorkloadKind = "torch" | "reference"
 
@@ -14,6 +15,10 @@ export interface WorkloadSpec {
   readonly examplesPerMicroshard: number
   /** Microshards each peer trains on per round (its lease). */
   readonly microshardsPerWindow: number
+  /** Optimiser steps of one merge-mode training window: DiLoCo's default H, for equal inner compute. */
+  readonly stepsPerWindow: number
+  /** DiLoCo's default outer SGD. */
+  readonly outer: OuterSettings
   /** Workload-specific config keys, beside the shared ones `workloadConfig` adds. */
   readonly extraConfig: { readonly [key: string]: JsonValue }
   readonly device: string
@@ -30,6 +35,9 @@ export const workloads: Readonly<Record<WorkloadKind, WorkloadSpec>> = {
     learningRate: 0.05,
     examplesPerMicroshard: 64,
     microshardsPerWindow: 4,
+    // 4 x 64 examples in minibatches of 16, one pass.
+    stepsPerWindow: 16,
+    outer: { learningRate: 0.7, momentum: 0.5, nesterov: false },
     extraConfig: { batch_size: 16 },
     device: "cpu",
     connectTimeout: Duration.seconds(30),
@@ -40,6 +48,9 @@ export const workloads: Readonly<Record<WorkloadKind, WorkloadSpec>> = {
     learningRate: 0.01,
     examplesPerMicroshard: 128,
     microshardsPerWindow: 8,
+    // 8 x 128 examples in minibatches of 32, two passes (local_epochs 2).
+    stepsPerWindow: 64,
+    outer: { learningRate: 0.7, momentum: 0.5, nesterov: false },
     // One thread per worker: the peers already share the cores.
     extraConfig: { threads: 1 },
     device: "auto",
