@@ -21,7 +21,11 @@ import * as Schema from "effect/Schema"
  */
 export const PROTOCOL_VERSIONS: ReadonlyArray<number> = [1, 2]
 
-/** A field read from `Key` on the wire (snake_case) and named in camelCase in TypeScript. */
+/**
+ * A field read from `Key` on the wire (snake_case) and named in camelCase in TypeScript.
+ *
+ * @internal
+ */
 type Wire<S extends Schema.Schema.All, Key extends string> = Schema.PropertySignature<
   ":",
   Schema.Schema.Type<S>,
@@ -35,7 +39,11 @@ type Wire<S extends Schema.Schema.All, Key extends string> = Schema.PropertySign
 const wire = <S extends Schema.Schema.All, const Key extends string>(schema: S, key: Key): Wire<S, Key> =>
   Schema.propertySignature(schema).pipe(Schema.fromKey(key))
 
-/** What `Schema.Class<Self>(identifier)(fields)` returns, spelled out so that JSR need not infer it. */
+/**
+ * What `Schema.Class<Self>(identifier)(fields)` returns, spelled out so that JSR need not infer it.
+ *
+ * @internal
+ */
 type ClassBase<Self, Fields extends Schema.Struct.Fields> = Schema.Class<
   Self,
   Fields,
@@ -49,10 +57,10 @@ type ClassBase<Self, Fields extends Schema.Struct.Fields> = Schema.Class<
   {}
 >
 
-const U32: Schema.filter<typeof Schema.Int> = Schema.Int.pipe(Schema.between(0, 0xffff_ffff))
-const U64: typeof Schema.NonNegativeInt = Schema.NonNegativeInt
+const /** @internal */ U32: Schema.filter<typeof Schema.Int> = Schema.Int.pipe(Schema.between(0, 0xffff_ffff))
+const /** @internal */ U64: typeof Schema.NonNegativeInt = Schema.NonNegativeInt
 /** JSON has no NaN or Infinity. */
-const F64: typeof Schema.JsonNumber = Schema.JsonNumber
+const /** @internal */ F64: typeof Schema.JsonNumber = Schema.JsonNumber
 
 /**
  * Any JSON value: what an opaque field (a batch payload, the workload config)
@@ -104,7 +112,7 @@ export const Metrics: Schema.Record$<typeof Schema.String, typeof MetricValue> =
  */
 export type Metrics = typeof Metrics.Type
 
-const CapabilityEstimateBase: ClassBase<CapabilityEstimate, {
+const /** @internal */ CapabilityEstimateBase: ClassBase<CapabilityEstimate, {
   preferredBackends: Wire<Schema.Array$<typeof Schema.String>, "preferred_backends">
   workUnitsPerSecond: Wire<typeof F64, "work_units_per_second">
   targetWindowSeconds: Wire<typeof U64, "target_window_seconds">
@@ -119,15 +127,15 @@ const CapabilityEstimateBase: ClassBase<CapabilityEstimate, {
  */
 export class CapabilityEstimate extends CapabilityEstimateBase {}
 
-const HelloBase: ClassBase<Hello, {
+const /** @internal */ HelloBase: ClassBase<Hello, {
   protocolVersion: Wire<typeof U32, "protocol_version">
   workloadName: Wire<typeof Schema.String, "workload_name">
   /** Sent by protocol 2 workers only. */
-  capabilities: Schema.optional<Schema.Array$<typeof Schema.String>>
+  capabilities: Schema.optionalWith<Schema.Array$<typeof Schema.String>, { default: () => ReadonlyArray<string> }>
 }> = Schema.Class<Hello>("Hello")({
   protocolVersion: wire(U32, "protocol_version"),
   workloadName: wire(Schema.String, "workload_name"),
-  capabilities: Schema.optional(Schema.Array(Schema.String)),
+  capabilities: Schema.optionalWith(Schema.Array(Schema.String), { default: (): ReadonlyArray<string> => [] }),
 })
 /**
  * @since 0.1.0
@@ -135,7 +143,7 @@ const HelloBase: ClassBase<Hello, {
  */
 export class Hello extends HelloBase {}
 
-const CapabilityProbeBase: ClassBase<CapabilityProbe, {
+const /** @internal */ CapabilityProbeBase: ClassBase<CapabilityProbe, {
   runtimeDevice: Wire<typeof Schema.String, "runtime_device">
   capability: typeof CapabilityEstimate
 }> = Schema.Class<CapabilityProbe>("CapabilityProbe")({
@@ -353,18 +361,19 @@ export const BatchRef: Schema.Union<[typeof CachedMicroshardGroup, typeof MicroE
  */
 export type BatchRef = typeof BatchRef.Type
 
+/** @internal */
 type ModelIdField = { modelId: Wire<typeof Schema.String, "model_id"> }
 
-const ModelHandle: Schema.Struct<ModelIdField> = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
+const /** @internal */ ModelHandle: Schema.Struct<ModelIdField> = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
 /** serde reads a missing `model_id` as None, so absent is null too. */
-const OptionalModelHandle: Schema.Struct<{
+const /** @internal */ OptionalModelHandle: Schema.Struct<{
   modelId: Schema.PropertySignature<":", string | null, "model_id", "?:", string | null | undefined, true, never>
 }> = Schema.Struct({
   modelId: Schema.optionalWith(Schema.NullOr(Schema.String), { default: () => null }).pipe(Schema.fromKey("model_id")),
 })
-const MetricsResult: Schema.Struct<{ metrics: typeof Metrics }> = Schema.Struct({ metrics: Metrics })
+const /** @internal */ MetricsResult: Schema.Struct<{ metrics: typeof Metrics }> = Schema.Struct({ metrics: Metrics })
 /** Acks are `{}` (extra fields ignored); a missing result reads as null, which is accepted too. */
-const Ack: Schema.transform<
+const /** @internal */ Ack: Schema.transform<
   Schema.Union<[typeof Schema.Null, Schema.Record$<typeof Schema.String, typeof Schema.Unknown>]>,
   typeof Schema.Void
 > = Schema.transform(
@@ -372,24 +381,24 @@ const Ack: Schema.transform<
   Schema.Void,
   { strict: true, decode: () => undefined, encode: () => ({}) },
 )
-const ModelRef: Schema.Struct<ModelIdField> = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
-const ArtifactParams: Schema.Struct<{
+const /** @internal */ ModelRef: Schema.Struct<ModelIdField> = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
+const /** @internal */ ArtifactParams: Schema.Struct<{
   modelId: Wire<typeof Schema.String, "model_id">
   artifactPath: Wire<typeof Schema.String, "artifact_path">
 }> = Schema.Struct({
   modelId: wire(Schema.String, "model_id"),
   artifactPath: wire(Schema.String, "artifact_path"),
 })
-const InitModelParams: Schema.Struct<{ device: typeof Schema.String }> = Schema.Struct({ device: Schema.String })
-const TrainWindowParams: Schema.Struct<{
+const /** @internal */ InitModelParams: Schema.Struct<{ device: typeof Schema.String }> = Schema.Struct({ device: Schema.String })
+const /** @internal */ TrainWindowParams: Schema.Struct<{
   modelId: Wire<typeof Schema.String, "model_id">
   batches: Schema.Array$<typeof BatchRef>
 }> = Schema.Struct({ modelId: wire(Schema.String, "model_id"), batches: Schema.Array(BatchRef) })
-const EvaluateParams: Schema.Struct<{
+const /** @internal */ EvaluateParams: Schema.Struct<{
   modelId: Wire<typeof Schema.String, "model_id">
   split: typeof EvalSplit
 }> = Schema.Struct({ modelId: wire(Schema.String, "model_id"), split: EvalSplit })
-const MergeParams: Schema.Struct<{
+const /** @internal */ MergeParams: Schema.Struct<{
   baseModelId: Wire<typeof Schema.String, "base_model_id">
   candidates: Schema.Array$<typeof MergeCandidate>
   policy: typeof MergePolicy
@@ -398,7 +407,7 @@ const MergeParams: Schema.Struct<{
   candidates: Schema.Array(MergeCandidate),
   policy: MergePolicy,
 })
-const RootEmaParams: Schema.Struct<{
+const /** @internal */ RootEmaParams: Schema.Struct<{
   baseModelId: Wire<typeof Schema.String, "base_model_id">
   mergedModelId: Wire<typeof Schema.String, "merged_model_id">
   policy: typeof MergePolicy
@@ -407,7 +416,7 @@ const RootEmaParams: Schema.Struct<{
   mergedModelId: wire(Schema.String, "merged_model_id"),
   policy: MergePolicy,
 })
-const ReconcileParams: Schema.Struct<{
+const /** @internal */ ReconcileParams: Schema.Struct<{
   localModelId: Wire<typeof Schema.String, "local_model_id">
   canonicalModelId: Wire<typeof Schema.String, "canonical_model_id">
   strategy: typeof ReconcileStrategy
@@ -441,7 +450,11 @@ export type StateDictFilter = typeof StateDictFilter.Type
 /** Left out, everything is kept. */
 const keepAll: StateDictFilter = { includeGlobs: [], excludeGlobs: [] }
 
-/** A list that may be missing on the wire (an empty list then). */
+/**
+ * A list that may be missing on the wire (an empty list then).
+ *
+ * @internal
+ */
 type DefaultList<Key extends string> = Schema.PropertySignature<
   ":",
   ReadonlyArray<string>,
@@ -454,7 +467,7 @@ type DefaultList<Key extends string> = Schema.PropertySignature<
 const defaultList = <const Key extends string>(key: Key): DefaultList<Key> =>
   Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }).pipe(Schema.fromKey(key))
 
-const ParameterPackPlanBase: ClassBase<ParameterPackPlan, {
+const /** @internal */ ParameterPackPlanBase: ClassBase<ParameterPackPlan, {
   usesCustomParameterPackHooks: Wire<typeof Schema.Boolean, "uses_custom_parameter_pack_hooks">
   layoutHash: Schema.PropertySignature<":", string | null, "layout_hash", "?:", string | null | undefined, true, never>
   includedKeys: DefaultList<"included_keys">
@@ -490,7 +503,7 @@ const ParameterPackPlanBase: ClassBase<ParameterPackPlan, {
  */
 export class ParameterPackPlan extends ParameterPackPlanBase {}
 
-const InnerLoopResultBase: ClassBase<InnerLoopResult, {
+const /** @internal */ InnerLoopResultBase: ClassBase<InnerLoopResult, {
   stepsCompleted: Wire<typeof U32, "steps_completed">
   metrics: typeof Metrics
   innerOptimizerStatePath: Schema.PropertySignature<
@@ -548,11 +561,11 @@ export interface InnerLoopOptions {
   readonly filter?: StateDictFilter | undefined
 }
 
-const PackPlanParams: Schema.Struct<{
+const /** @internal */ PackPlanParams: Schema.Struct<{
   device: typeof Schema.String
   stateDictFilter: Wire<typeof StateDictFilter, "state_dict_filter">
 }> = Schema.Struct({ device: Schema.String, stateDictFilter: wire(StateDictFilter, "state_dict_filter") })
-const ExportPackParams: Schema.Struct<{
+const /** @internal */ ExportPackParams: Schema.Struct<{
   modelId: Wire<typeof Schema.String, "model_id">
   parameterPackPath: Wire<typeof Schema.String, "parameter_pack_path">
   modelSchemaHash: Wire<typeof Schema.String, "model_schema_hash">
@@ -563,7 +576,7 @@ const ExportPackParams: Schema.Struct<{
   modelSchemaHash: wire(Schema.String, "model_schema_hash"),
   stateDictFilter: wire(StateDictFilter, "state_dict_filter"),
 })
-const ImportPackParams: Schema.Struct<{
+const /** @internal */ ImportPackParams: Schema.Struct<{
   device: typeof Schema.String
   parameterPackPath: Wire<typeof Schema.String, "parameter_pack_path">
   stateDictFilter: Wire<typeof StateDictFilter, "state_dict_filter">
@@ -572,7 +585,7 @@ const ImportPackParams: Schema.Struct<{
   parameterPackPath: wire(Schema.String, "parameter_pack_path"),
   stateDictFilter: wire(StateDictFilter, "state_dict_filter"),
 })
-const InnerLoopParams: Schema.Struct<{
+const /** @internal */ InnerLoopParams: Schema.Struct<{
   modelId: Wire<typeof Schema.String, "model_id">
   batches: Schema.Array$<typeof BatchRef>
   numInnerSteps: Wire<typeof U32, "num_inner_steps">
@@ -658,7 +671,11 @@ const rpc = <P, PI, R, RI, const Args extends ReadonlyArray<any>, A>(
   verify: service.verify ?? (() => undefined),
 })
 
-/** The `Rpc` sending `Params` and answering `Result`, called with `Args` and giving `A`. */
+/**
+ * The `Rpc` sending `Params` and answering `Result`, called with `Args` and giving `A`.
+ *
+ * @internal
+ */
 type RpcOf<
   Params extends Schema.Schema.Any,
   Result extends Schema.Schema.Any,

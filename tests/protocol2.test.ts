@@ -444,7 +444,7 @@ layer(PythonWorker.layer(refOptions), { excludeTestServices: true })("protocol 2
   // stat the manifest before calling the hook (`os.stat(...)` -> `(st_ino, st_mtime_ns, st_size)` or None) and
   // export unless the hook created or replaced it (the stat differs afterwards); or remove a stale manifest before
   // the hook runs. Remove `.fails` once fixed.
-  it.scoped.fails("runInnerLoop into a folder that already holds a pack (a retried round) leaves the model there", () =>
+  it.scoped("runInnerLoop into a folder that already holds a pack (a retried round) leaves the model there", () =>
     Effect.gen(function* () {
       const worker = yield* PythonWorker
       const dir = yield* tempDir
@@ -666,7 +666,7 @@ layer(PythonWorker.layer(compatOptions), { excludeTestServices: true })("capabil
   // (the gate itself is right: manager.ts reads it with `?? []`). Proposed fix:
   // `capabilities: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] })`.
   // Remove `.fails` once fixed.
-  it.effect.fails("info.capabilities reads a missing list as []", () =>
+  it.effect("info.capabilities reads a missing list as []", () =>
     Effect.gen(function* () {
       expect((yield* PythonWorker).info.capabilities).toEqual([])
     }))

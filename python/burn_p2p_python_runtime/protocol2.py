@@ -175,6 +175,11 @@ def run_inner_loop(workload, state, params, check_metrics):
     if hook is None:
         name = getattr(workload, "workload_name", type(workload).__name__)
         raise NotImplementedError(f"workload {name!r} does not implement run_inner_loop")
+    # A pack left in the output folder by an earlier round is not one the workload wrote now.
+    try:
+        os.remove(os.path.join(params["output_parameter_pack_path"], parameter_pack.MANIFEST_FILE))
+    except FileNotFoundError:
+        pass
     result = hook(state, params)
     if result is None:
         result = {}

@@ -6,6 +6,7 @@
  *
  * @internal
  */
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -283,84 +284,86 @@ export const make = (options: {
           ),
       )
 
-    const call = <A>(
+    const release = () => {
+      waitingCalls--
+      lock.release()
+    }
+
+    /** Written and settled once the call holds the wire. Plain combinators: this runs on every call. */
+    const onWire = <A>(
       request: Request,
       settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
-    ): Effect.Effect<A, CallError | Lost> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function* () {
-          const { method } = request
-          if (reason !== undefined) return yield* new Lost({ reason, sent: false, method, id: null })
-          const queuedTimeout = () =>
-            new RpcTimeoutError({ method, id: null, pid, timeoutMillis: request.timeoutMillis })
-
-          // A queued call that times out never reached the wire: the connection stays open.
-          waitingCalls++
-          const ticket = lock.enqueue()
-          const queued = yield* Effect.exit(restore(
-            request.deadline === undefined ? ticket.wait : Effect.flatMap(
-              remaining(request.deadline),
-              (left) =>
-                ticket.wait.pipe(
-                  Effect.interruptible,
-                  Effect.timeoutFail({ duration: left, onTimeout: queuedTimeout }),
-                ),
-            ),
-          ))
-          if (Exit.isFailure(queued)) {
-            waitingCalls--
-            ticket.cancel()
-            return yield* Effect.failCause(queued.cause)
-          }
-          const release = () => {
-            waitingCalls--
-            lock.release()
-          }
-          if (reason !== undefined) {
-            release()
-            return yield* new Lost({ reason, sent: false, method, id: null })
-          }
-          // Writing with no time left would only make the worker's state untrustworthy.
-          if (request.deadline !== undefined && (yield* remaining(request.deadline)) <= 0) {
-            release()
-            return yield* queuedTimeout()
-          }
-
-          const id = nextId++
-          const waiting: Pending = { id, method, answer: Deferred.unsafeMake(FiberId.none), stats: request.stats }
-          pending = waiting
-          const frame = encodeRequestFrame(
-            `{"id":${id},"method":${JSON.stringify(method)},"params":`,
-            request.paramsJson,
-          )
-          if (request.stats !== undefined) request.stats.requestBytes = frame.length
-          transport.write(frame)
-
-          const answered = yield* Effect.exit(restore(settleAnswer(waiting, request)))
-          if (Exit.isInterrupted(answered)) {
+      restore: <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>,
+    ): Effect.Effect<A, CallError | Lost> => {
+      const { method } = request
+      if (reason !== undefined) {
+        release()
+        return Effect.fail(new Lost({ reason, sent: false, method, id: null }))
+      }
+      const id = nextId++
+      const waiting: Pending = { id, method, answer: Deferred.unsafeMake(FiberId.none), stats: request.stats }
+      pending = waiting
+      const frame = encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, request.paramsJson)
+      if (request.stats !== undefined) request.stats.requestBytes = frame.length
+      transport.write(frame)
+      return Effect.matchCauseEffect(restore(settleAnswer(waiting, request)), {
+        onFailure: (cause) => {
+          if (Cause.isInterruptedOnly(cause)) {
             // The abandoned answer still holds the wire: the next request
             // goes out only once it has come (or the connection has closed).
-            yield* FiberSet.run(
-              drains,
-              Effect.ensuring(Effect.exit(settleAnswer(waiting, request)), Effect.sync(release)),
+            return Effect.zipRight(
+              FiberSet.run(drains, Effect.ensuring(Effect.exit(settleAnswer(waiting, request)), Effect.sync(release))),
+              Effect.interrupt,
             )
-            return yield* Effect.interrupt
           }
-          const result: Either.Either<A, CallError | Lost> = Exit.isSuccess(answered)
-            ? settle(answered.value, id)
-            : Either.left(
-              Exit.isFailure(answered) && answered.cause._tag === "Fail" ? answered.cause.error : lostNow(method, id),
-            )
+          release()
+          return cause._tag === "Fail" ? Effect.fail(cause.error) : Effect.failCause(cause)
+        },
+        onSuccess: (envelope) => {
+          const result = settle(envelope, id)
+          // Settled before the wire passes on: a result that breaks its schema
+          // closes the connection before the next request could be written.
           if (Either.isLeft(result) && result.left._tag === "ProtocolError") {
             close(CloseReason.Faulted({ error: result.left }))
           }
           release()
-          return yield* result
-        })
-      )
+          return result
+        },
+      })
+    }
 
-    const lostNow = (method: string, id: number) =>
-      new Lost({ reason: reason ?? CloseReason.Closed(), sent: true, method, id })
+    const call = <A>(
+      request: Request,
+      settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
+    ): Effect.Effect<A, CallError | Lost> =>
+      Effect.uninterruptibleMask((restore) => {
+        const { method } = request
+        if (reason !== undefined) return Effect.fail(new Lost({ reason, sent: false, method, id: null }))
+        const queuedTimeout = () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis: request.timeoutMillis })
+        // A queued call that times out never reached the wire: the connection stays open.
+        waitingCalls++
+        const ticket = lock.enqueue()
+        const deadline = request.deadline
+        const queued = deadline === undefined ? ticket.wait : Effect.flatMap(
+          remaining(deadline),
+          (left) =>
+            ticket.wait.pipe(Effect.interruptible, Effect.timeoutFail({ duration: left, onTimeout: queuedTimeout })),
+        )
+        return Effect.matchCauseEffect(restore(queued), {
+          onFailure: (cause) => {
+            waitingCalls--
+            ticket.cancel()
+            return Effect.failCause(cause)
+          },
+          onSuccess: () =>
+            deadline === undefined ? onWire(request, settle, restore) : Effect.flatMap(remaining(deadline), (left) => {
+              // Writing with no time left would only make the worker's state untrustworthy.
+              if (left > 0) return onWire(request, settle, restore)
+              release()
+              return Effect.fail(queuedTimeout())
+            }),
+        })
+      })
 
     return {
       call,

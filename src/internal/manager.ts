@@ -444,7 +444,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
               }: install a worker runtime that speaks one of them (this package ships burn_p2p_python_runtime)`,
             })
           }
-          const ready: Instance = { ...instance, info, capabilities: new Set(info.capabilities ?? []) }
+          const ready: Instance = { ...instance, info, capabilities: new Set(info.capabilities) }
           // The supervisor holds `instance`; the fields it reads are the same.
           if (options.onStart !== undefined) {
             yield* options.onStart(instanceCalls(ready)).pipe(
