@@ -80,6 +80,8 @@ export const remoteError = (method: string, id: number, envelope: Envelope): Rem
 export const formatParseError = (error: ParseResult.ParseError): string =>
   headAndTail(ParseResult.TreeFormatter.formatErrorSync(error), DETAIL_CHARS)
 
+const NULL_JSON: Either.Either<string, never> = Either.right("null")
+
 interface Codecs {
   readonly encode: (params: unknown) => Either.Either<unknown, ParseResult.ParseError>
   readonly decode: (result: unknown) => Either.Either<unknown, ParseResult.ParseError>
@@ -115,8 +117,10 @@ export const encodeParams = <P, PI, R, RI>(
   params: P,
   maxFrameBytes: number,
 ): Either.Either<string, InvalidArgumentError> => {
+  // `hello`, `capability_probe`, `shutdown`: nothing to check or encode.
+  if (params === null && rpc.params === (Schema.Null as unknown)) return NULL_JSON
   const invalid = (detail: string) => Either.left(new InvalidArgumentError({ where: rpc.method, detail }))
-  const problem = jsonProblem(params, { plainJson: false })
+  const problem = typeof params === "object" ? jsonProblem(params, { plainJson: false }) : undefined
   if (problem !== undefined) return invalid(`the params cannot be sent: ${problem}`)
   const encoded = codecsOf(rpc).encode(params)
   if (Either.isLeft(encoded)) return invalid(formatParseError(encoded.left))
