@@ -56,6 +56,7 @@ import { type BatchRef, PythonWorker, Rpcs } from "../src/mod.ts"
 import { bareSpawnToHello, type BareWorker, bareWorker, frame, type WorkerLaunch } from "./bench/bare.ts"
 import { peakAbove } from "./bench/memory.ts"
 import { affinity, pin, pinnedPython, shellQuote } from "./bench/pin.ts"
+import { poolSection } from "./bench/pool.ts"
 import { profileHellos } from "./bench/profile.ts"
 import { rustBench, rustBinary, type RustFigures } from "./bench/rust.ts"
 import * as External from "./bench/external.ts"
@@ -148,6 +149,9 @@ interface Settings {
   readonly packs: boolean
   readonly packRuns: number
   readonly aggregateRuns: number
+  /** Whether the "pool" section runs (`bench/pool.ts`), with this many trainWindow calls per block. */
+  readonly pool: boolean
+  readonly poolCalls: number
 }
 
 interface SectionSpec {
@@ -743,7 +747,7 @@ const bench = (settings: Settings, args: ReadonlyArray<string>) =>
     }
     console.log(environment(settings, args))
     const rust: Option.Option<string> | string = settings.rust ? yield* rustBinaryOrWhy : Option.none()
-    if (settings.sections.length === 0) console.log("rust:     not used by the packs section")
+    if (settings.sections.length === 0) console.log("rust:     not used by this section")
     else if (typeof rust === "string") console.log(`rust:     skipped: ${rust}`)
     else if (Option.isSome(rust)) {
       console.log(`rust:     ${rust.value} bench (built once, cached under scripts/rust-compat/target/)`)
@@ -753,6 +757,10 @@ const bench = (settings: Settings, args: ReadonlyArray<string>) =>
       console.log(`\n${Table.render(section)}`)
     }
     if (settings.packs) console.log(`\n${Table.render(yield* packsSection(settings))}`)
+    if (settings.pool) {
+      const pool = { python: settings.python, calls: settings.poolCalls, helloCalls: Math.min(settings.calls, 2000) }
+      console.log(`\n${Table.render(yield* Effect.scoped(poolSection(pool)))}`)
+    }
   })
 
 /** The Rust binary (built if needed), or why it cannot be had. */
@@ -782,14 +790,16 @@ const command = Command.make("bench", {
   calls: positive("calls", 5000, "hello calls per client and figure (ABBA blocks after a warm-up)"),
   spawnRuns: positive("spawn-runs", 20, "spawn -> ready hello runs per client"),
   trainRuns: positive("train-runs", 5, "trainWindow 64 MiB runs per client (1 KiB: 20x as many)"),
-  section: Options.choice("section", ["same-core", "cross-core", "packs", "all"]).pipe(
+  section: Options.choice("section", ["same-core", "cross-core", "packs", "pool", "all"]).pipe(
     Options.withDefault("all" as const),
     Options.withDescription(
-      "same-core: worker on cpu0 with the client; cross-core: worker on cpu1; packs: pack I/O and aggregation",
+      "same-core: worker on cpu0 with the client; cross-core: worker on cpu1; packs: pack I/O and aggregation; " +
+        "pool: a PythonWorkerPool of 2 (workers unpinned) vs one worker",
     ),
   ),
   packRuns: positive("pack-runs", 3, "pack export/import runs each, ours and the struct baseline (bench/packs.py)"),
   aggregateRuns: positive("aggregate-runs", 1, "runs per aggregation figure, 8 peers x 10M (bench/aggregate.ts)"),
+  poolCalls: positive("pool-calls", 32, "CPU-bound trainWindow calls per block, pool and one worker (bench/pool.ts)"),
   noRust: Options.boolean("no-rust", { negationNames: ["rust"] }).pipe(
     Options.withDescription("--rust (default) adds the seed Rust client as a baseline when cargo can build it"),
   ),
@@ -820,10 +830,12 @@ const command = Command.make("bench", {
       spawnRuns: flags.spawnRuns,
       trainRuns: flags.trainRuns,
       sections: SECTIONS.filter((spec) => flags.section === "all" || flags.section === spec.name),
-      rust: !flags.noRust && flags.section !== "packs",
+      rust: !flags.noRust && flags.section !== "packs" && flags.section !== "pool",
       packs: flags.section === "all" || flags.section === "packs",
       packRuns: flags.packRuns,
       aggregateRuns: flags.aggregateRuns,
+      pool: flags.section === "all" || flags.section === "pool",
+      poolCalls: flags.poolCalls,
     }, args)
   })).pipe(Command.withDescription("The client's costs as ratios against baselines measured in the same run."))
 
