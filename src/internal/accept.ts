@@ -93,10 +93,17 @@ const peerInGroup = (socket: Net.Socket, pgid: number): boolean | undefined => {
     readOr(() => readdirSync(`/proc/${pid}/fd`), []).some((fd) =>
       readOr(() => readlinkSync(`/proc/${pid}/fd/${fd}`), "") === target
     )
-  // A leader whose open files this process may not read (narrow permissions) cannot be judged.
-  if (readOr(() => readdirSync(`/proc/${pgid}/fd`), undefined) === undefined) return undefined
+  let leaderGone = false
+  try {
+    readdirSync(`/proc/${pgid}/fd`)
+  } catch (error) {
+    // Gone (a launcher that exited): only the rest of its group can hold the socket. Unreadable
+    // (narrow permissions): cannot be judged.
+    leaderGone = (error as { code?: unknown }).code === "ENOENT"
+    if (!leaderGone) return undefined
+  }
   // The worker itself connects in the usual case; a wrapper may leave it to a descendant.
-  return holds(pgid) || groupMembers(pgid).slice(1).some(holds)
+  return (!leaderGone && holds(pgid)) || groupMembers(pgid).slice(1).some(holds)
 }
 
 /** The longest token frame we read: anything longer is not our worker. */

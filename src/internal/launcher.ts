@@ -140,7 +140,11 @@ export const launch = (
         Effect.matchEffect({
           onFailure: outside,
           onSuccess: Option.match({
-            onNone: () => failure("ProcessExited", "the process exited"),
+            onNone: () => {
+              // Refused meanwhile as not of the group (processGroup mode): that was the worker.
+              const late = listener.outsider()
+              return late !== undefined ? outside(late) : failure("ProcessExited", "the process exited")
+            },
             onSome: (socket) => {
               socket.destroy()
               return outside({ pid: null, pgid: null })
