@@ -7,7 +7,10 @@
  * - packs and aggregation: the worker's pack export/import (`bench/packs.py`,
  *   vs the reference's `struct.pack` way in the same run, target >= 1 GB/s each
  *   way; skipped when torch is missing) and the owner's aggregation of 8 packs
- *   of 10M parameters per policy (`bench/aggregate.ts`), as child processes.
+ *   of 10M parameters per policy (`bench/aggregate.ts`), as child processes;
+ * - pool (`bench/pool.ts`): CPU-bound `trainWindow` throughput of a
+ *   `PythonWorkerPool` of 2 vs one worker (target >= 1.8x) and `withWorker`'s
+ *   per-call overhead; its workers are unpinned, free to use every core.
  *
  * Baselines: a bare `node:net` client (`bench/bare.ts`) driving a worker with
  * the same argv and env, and the seed Rust client (`rust-compat bench`,
@@ -23,7 +26,8 @@
  * `taskset -a -p -c PID` (`bench/pin.ts`) and the report says what it read.
  *
  *     deno task bench [--python PATH] [--calls N] [--spawn-runs N] [--train-runs N]
- *                     [--section same-core|cross-core|packs|all] [--pack-runs N] [--aggregate-runs N]
+ *                     [--section same-core|cross-core|packs|pool|all] [--pack-runs N] [--aggregate-runs N]
+ *                     [--pool-calls N]
  *                     [--rust|--no-rust] [--profile DIR]
  *     deno task bench --help
  *     deno task bench --profile .bench/profile --calls 20000   # a --cpu-prof of hello(), top self time printed
