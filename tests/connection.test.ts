@@ -278,37 +278,40 @@ describe("close reasons", () => {
       expect(yield* connection.closed).toMatchObject({ _tag: "Ended" })
     }), FAST)
 
-  const faulted = (
-    name: string,
-    script: Script,
-    expected: Partial<Pick<ProtocolError, "reason" | "id" | "method">>,
-  ) =>
-    it.scoped(`${name}: Faulted with a ProtocolError, which the call on the wire gets`, () =>
-      Effect.gen(function* () {
-        const { connection, worker } = yield* setup(script)
-        const error = failure(yield* Effect.exit(call(connection, "train_window")))
-        expect(error).toBeInstanceOf(ProtocolError)
-        expect(error).toMatchObject({ pid: worker.process.pid, ...expected })
-        const reason = connection.reason()
-        expect(reason?._tag).toBe("Faulted")
-        expect(reason?._tag === "Faulted" && reason.error).toBe(error)
-        expect(worker.destroyed()).toBe(true)
-        expect(failure(yield* Effect.exit(call(connection, "hello")))).toMatchObject({
-          _tag: "Lost",
-          sent: false,
-          reason: { _tag: "Faulted" },
-        })
-      }), FAST)
+  const faults: ReadonlyArray<
+    readonly [name: string, script: Script, expected: Partial<Pick<ProtocolError, "reason" | "id" | "method">>]
+  > = [
+    ["bad JSON", () => garbage("{not json"), { reason: "InvalidJson", id: 1, method: "train_window" }],
+    ["bad UTF-8", () => [bytes(frameOf(new Uint8Array([0x22, 0xff, 0xfe, 0x22])))], { reason: "InvalidUtf8" }],
+    ["a frame that is not an object", () => [send([1, 2, 3])], { reason: "InvalidEnvelope" }],
+    ["an answer with the wrong id", (request) => wrongId(request), { reason: "UnexpectedId", id: 1 }],
+    ["an answer without `ok`", (request) => [send({ id: request.id, result: {} })], { reason: "InvalidEnvelope" }],
+    ["an oversize header", () => [bytes(header(MAX_FRAME_BYTES + 1))], { reason: "FrameTooLarge" }],
+    ["a header past 2^32", () => [bytes(header(2 ** 40))], { reason: "FrameTooLarge" }],
+  ]
 
-  faulted("bad JSON", () => garbage("{not json"), { reason: "InvalidJson", id: 1, method: "train_window" })
-  faulted("bad UTF-8", () => [bytes(frameOf(new Uint8Array([0x22, 0xff, 0xfe, 0x22])))], { reason: "InvalidUtf8" })
-  faulted("a frame that is not an object", () => [send([1, 2, 3])], { reason: "InvalidEnvelope" })
-  faulted("an answer with the wrong id", (request) => wrongId(request), { reason: "UnexpectedId", id: 1 })
-  faulted("an answer without `ok`", (request) => [send({ id: request.id, result: {} })], {
-    reason: "InvalidEnvelope",
-  })
-  faulted("an oversize header", () => [bytes(header(MAX_FRAME_BYTES + 1))], { reason: "FrameTooLarge" })
-  faulted("a header past 2^32", () => [bytes(header(2 ** 40))], { reason: "FrameTooLarge" })
+  // One test for the seven faults (each on a connection of its own): a test's fixed cost is ~15 ms.
+  it.effect(
+    `${faults.map(([name]) => name).join(", ")}: Faulted with a ProtocolError, which the call on the wire gets`,
+    () =>
+      Effect.forEach(faults, ([name, script, expected]) =>
+        Effect.scoped(Effect.gen(function* () {
+          const { connection, worker } = yield* setup(script)
+          const error = failure(yield* Effect.exit(call(connection, "train_window")))
+          expect(error, name).toBeInstanceOf(ProtocolError)
+          expect(error, name).toMatchObject({ pid: worker.process.pid, ...expected })
+          const reason = connection.reason()
+          expect(reason?._tag, name).toBe("Faulted")
+          expect(reason?._tag === "Faulted" && reason.error, name).toBe(error)
+          expect(worker.destroyed(), name).toBe(true)
+          expect(failure(yield* Effect.exit(call(connection, "hello"))), name).toMatchObject({
+            _tag: "Lost",
+            sent: false,
+            reason: { _tag: "Faulted" },
+          })
+        }))),
+    FAST,
+  )
 
   it.scoped(
     "a frame while no call waits: Faulted UnsolicitedFrame (id null); the answered call keeps its answer",
