@@ -15,7 +15,7 @@ import type { PythonWorkerPool } from "../PythonWorkerPool.ts"
 import { InvalidArgumentError, type StartError } from "../WorkerError.ts"
 import { bounded } from "./json.ts"
 import { makeFreeList } from "./lock.ts"
-import { parseModelId } from "./manager.ts"
+import { parseModelId } from "./modelIds.ts"
 
 const MAX_SIZE = 1024
 

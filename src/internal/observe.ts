@@ -1,0 +1,115 @@
+/**
+ * One call's deadline and what it records when it ends: duration, bytes each
+ * way, the error tag, the worker's pid and generation, the model; as metrics
+ * and as attributes of its span.
+ *
+ * @internal
+ */
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import type * as Tracer from "effect/Tracer"
+import type { CallOptions } from "../PythonWorker.ts"
+import type { CallError, InvalidArgumentError } from "../WorkerError.ts"
+import type { Connection } from "./connection.ts"
+import * as Metrics from "./metrics.ts"
+import { decodeCallTimeout } from "./options.ts"
+
+/**
+ * Filled in as the call goes.
+ *
+ * @internal
+ */
+export interface Stats {
+  requestBytes: number
+  responseBytes: number
+  pid: number | undefined
+  generation: number | undefined
+  modelId: string | undefined
+  connection: Connection | undefined
+}
+
+/** @internal */
+export interface Timing {
+  /** Absolute, in `Clock` milliseconds; `undefined` for no deadline. */
+  readonly deadline: number | undefined
+  readonly timeoutMillis: number
+  readonly stats: Stats
+}
+
+const newStats = (): Stats => ({
+  requestBytes: 0,
+  responseBytes: 0,
+  pid: undefined,
+  generation: undefined,
+  modelId: undefined,
+  connection: undefined,
+})
+
+/**
+ * A call's deadline: its own `timeout`, else `callTimeout`, else none.
+ *
+ * @internal
+ */
+export const timingOf = (
+  callTimeout: Option.Option<Duration.Duration>,
+  method: string,
+  callOptions: CallOptions | undefined,
+): Effect.Effect<Timing, InvalidArgumentError> => {
+  const timeout = callOptions?.timeout === undefined
+    ? Either.right(callTimeout)
+    : Either.map(decodeCallTimeout(method, callOptions.timeout), Option.some)
+  if (Either.isLeft(timeout)) return Effect.fail(timeout.left)
+  if (Option.isNone(timeout.right)) {
+    return Effect.sync(() => ({ deadline: undefined, timeoutMillis: 0, stats: newStats() }))
+  }
+  const timeoutMillis = Duration.toMillis(timeout.right.value)
+  return Effect.map(
+    Clock.currentTimeMillis,
+    (now) => ({ deadline: now + timeoutMillis, timeoutMillis, stats: newStats() }),
+  )
+}
+
+/** @internal */
+export const observe = <A>(
+  method: string,
+  stats: Stats,
+  span: Tracer.Span | undefined,
+  call: Effect.Effect<A, CallError>,
+): Effect.Effect<A, CallError> => {
+  const metrics = Metrics.forMethod(method)
+  return Effect.flatMap(
+    Clock.currentTimeNanos,
+    (start) =>
+      Effect.onExit(call, (exit) =>
+        Effect.map(Clock.currentTimeNanos, (end) => {
+          const outcome = Exit.isSuccess(exit)
+            ? "ok"
+            : exit.cause._tag === "Fail"
+            ? exit.cause.error._tag
+            : exit.cause._tag === "Interrupt"
+            ? "interrupted"
+            : "defect"
+          Metrics.callDuration.unsafeUpdate(Number(end - start) / 1e6, metrics.labels)
+          if (stats.requestBytes > 0) Metrics.requestBytes.unsafeUpdate(stats.requestBytes, metrics.labels)
+          if (stats.responseBytes > 0) Metrics.responseBytes.unsafeUpdate(stats.responseBytes, metrics.labels)
+          if (Exit.isFailure(exit)) Metrics.callErrors.unsafeUpdate(1, Metrics.errorLabels(metrics, outcome))
+          if (stats.connection !== undefined && stats.pid !== undefined) {
+            Metrics.queuedCalls.unsafeUpdate(stats.connection.inFlight(), Metrics.labelsOfPid(stats.pid))
+          }
+          if (span !== undefined) {
+            span.attribute("rpc.outcome", outcome)
+            span.attribute("rpc.request_bytes", stats.requestBytes)
+            span.attribute("rpc.response_bytes", stats.responseBytes)
+            if (stats.pid !== undefined) {
+              span.attribute("worker.pid", stats.pid)
+              span.attribute("worker.generation", stats.generation)
+            }
+            if (stats.modelId !== undefined) span.attribute("worker.model_id", stats.modelId)
+          }
+        })),
+  )
+}
