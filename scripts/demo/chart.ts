@@ -41,7 +41,11 @@ const niceCeiling = (value: number) => {
 
 const fixed = (value: number) => Number(value.toFixed(2)).toString()
 
-export const renderChart = (input: ReadonlyArray<ChartPoint> | ReadonlyArray<ChartSeries>, title: string): string => {
+export const renderChart = (
+  input: ReadonlyArray<ChartPoint> | ReadonlyArray<ChartSeries>,
+  title: string,
+  subtitle?: string,
+): string => {
   const all: ReadonlyArray<ChartSeries> = input.length > 0 && "points" in input[0]
     ? input as ReadonlyArray<ChartSeries>
     : [{ name: "", points: input as ReadonlyArray<ChartPoint> }]
@@ -160,9 +164,14 @@ export const renderChart = (input: ReadonlyArray<ChartPoint> | ReadonlyArray<Cha
 
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="sans-serif" font-size="12">`,
-    `<title>${escapeXml(title)}</title>`,
+    `<title>${escapeXml(subtitle === undefined ? title : `${title}: ${subtitle}`)}</title>`,
     `<rect width="${WIDTH}" height="${height}" fill="white"/>`,
-    `<text x="${WIDTH / 2}" y="28" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(title)}</text>`,
+    `<text x="${WIDTH / 2}" y="${
+      subtitle === undefined ? 28 : 24
+    }" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(title)}</text>`,
+    ...(subtitle === undefined
+      ? []
+      : [`<text x="${WIDTH / 2}" y="42" text-anchor="middle" fill="#444">${escapeXml(subtitle)}</text>`]),
     ...grid,
     `<g class="axes" stroke="#333">`,
     `<line x1="${LEFT}" y1="${top}" x2="${LEFT}" y2="${top + plotHeight}"/>`,
@@ -182,7 +191,7 @@ export const renderChart = (input: ReadonlyArray<ChartPoint> | ReadonlyArray<Cha
     ...lines,
     ...(clipped
       ? [
-        `<text x="${LEFT + plotWidth - 4}" y="${top + 14}" text-anchor="end" fill="#555">loss above ${
+        `<text x="${WIDTH - 6}" y="${height - 4}" text-anchor="end" font-size="11" fill="#555">loss above ${
           Number(lossMax.toPrecision(3))
         } drawn at the top edge</text>`,
       ]

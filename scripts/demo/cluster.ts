@@ -303,7 +303,8 @@ export const planChaos = (
   const random = Random.make(seed)
   return Effect.all({
     series: random.nextIntBetween(0, shape.series),
-    round: random.nextIntBetween(1, shape.rounds + 1),
+    // Not the last round (unless it is the only one): the run goes on after the recovery.
+    round: random.nextIntBetween(1, Math.max(2, shape.rounds)),
     peer: random.nextIntBetween(0, shape.peers),
     fraction: Effect.map(random.next, (value) => 0.1 + 0.8 * value),
   })

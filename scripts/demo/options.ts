@@ -84,8 +84,11 @@ export const options = {
       "how --mode diloco combines the pseudo-gradients: mean (default), median (coordinate-wise) or sign (majority vote, scaled by the median's mean magnitude); --mode compare runs all three",
     ),
   ),
-  outerLr: nonNegative("outer-lr", "the outer SGD's learning rate (default 0.7, as in DiLoCo's paper)"),
-  outerMomentum: nonNegative("outer-momentum", "the outer SGD's momentum (default 0.9)"),
+  outerLr: nonNegative(
+    "outer-lr",
+    "the outer SGD's learning rate (default 0.9; DiLoCo's paper uses 0.7 with momentum 0.9 and Nesterov over many more rounds)",
+  ),
+  outerMomentum: nonNegative("outer-momentum", "the outer SGD's momentum (default 0.3)"),
   nesterov: Options.boolean("nesterov", { negationNames: ["no-nesterov"] }).pipe(
     Options.withDescription("Nesterov momentum in the outer step (default off)"),
   ),

@@ -125,14 +125,17 @@ export const restartLine = (run: DemoRun): string => {
   return `restarts: ${count}${count > 0 ? ` (${detail.join("; ")})` : ""}`
 }
 
-export const chartTitle = (run: DemoRun): string => {
-  const rounds = run.series[0].rounds.length - 1
+export const chartTitle = (run: DemoRun): string =>
+  `${run.workloadName}: ${run.peers} peers x ${run.series[0].rounds.length - 1} rounds`
+
+/** What the lines are: the merged or global model(s) on Test, and who lied. */
+export const chartSubtitle = (run: DemoRun): string => {
   const what = run.series.length === 1
-    ? `${run.series[0].spec.mode === "merge" ? "merged" : "DiLoCo global"} model`
-    : "canonical models"
-  return `${run.workloadName}: ${run.peers} peers x ${rounds} rounds (${what}, Test split${
-    run.byzantine === null ? "" : `; ${run.byzantine} byzantine`
-  })`
+    ? `${run.series[0].title}: the ${run.series[0].spec.mode === "merge" ? "merged" : "global"} model on the Test split`
+    : "each series' canonical model on the Test split, same leases and inner compute"
+  return `${what}${run.byzantine === null ? "" : `; ${run.byzantine} byzantine (update x -10)`}${
+    run.restarts.length === 0 ? "" : `; ${run.restarts.length} worker restart${run.restarts.length === 1 ? "" : "s"}`
+  }`
 }
 
 export const writeReport = (
@@ -157,7 +160,7 @@ export const writeReport = (
     }))
     yield* fs.writeFileString(
       files.chart,
-      renderChart(series.length === 1 ? series[0].points : series, chartTitle(run)),
+      renderChart(series.length === 1 ? series[0].points : series, chartTitle(run), chartSubtitle(run)),
     )
     yield* fs.writeFileString(files.json, JSON.stringify({ ...context, ...run }, null, 2) + "\n")
     const patches = run.series.flatMap((series) =>

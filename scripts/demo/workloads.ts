@@ -37,7 +37,7 @@ export const workloads: Readonly<Record<WorkloadKind, WorkloadSpec>> = {
     microshardsPerWindow: 4,
     // 4 x 64 examples in minibatches of 16, one pass.
     stepsPerWindow: 16,
-    outer: { learningRate: 0.7, momentum: 0.5, nesterov: false },
+    outer: { learningRate: 0.9, momentum: 0.3, nesterov: false },
     extraConfig: { batch_size: 16 },
     device: "cpu",
     connectTimeout: Duration.seconds(30),
@@ -50,7 +50,7 @@ export const workloads: Readonly<Record<WorkloadKind, WorkloadSpec>> = {
     microshardsPerWindow: 8,
     // 8 x 128 examples in minibatches of 32, two passes (local_epochs 2).
     stepsPerWindow: 64,
-    outer: { learningRate: 0.7, momentum: 0.5, nesterov: false },
+    outer: { learningRate: 0.9, momentum: 0.3, nesterov: false },
     // One thread per worker: the peers already share the cores.
     extraConfig: { threads: 1 },
     device: "auto",
