@@ -34,7 +34,7 @@ import * as ParameterPack from "./ParameterPack.ts"
 // Policies
 // ---------------------------------------------------------------------------
 
-const MeanBase: TaggedClassBase<Mean, "Mean", NoFields> = Schema.TaggedClass<Mean>()("Mean", {})
+const /** @internal */ MeanBase: TaggedClassBase<Mean, "Mean", NoFields> = Schema.TaggedClass<Mean>()("Mean", {})
 /**
  * The equal-weight average of the pseudo-gradients, summed in float64 in peer
  * order and rounded once to float32.
@@ -44,9 +44,10 @@ const MeanBase: TaggedClassBase<Mean, "Mean", NoFields> = Schema.TaggedClass<Mea
  */
 export class Mean extends MeanBase {}
 
-const CoordinateMedianBase: TaggedClassBase<CoordinateMedian, "CoordinateMedian", NoFields> = Schema.TaggedClass<
-  CoordinateMedian
->()("CoordinateMedian", {})
+const /** @internal */ CoordinateMedianBase: TaggedClassBase<CoordinateMedian, "CoordinateMedian", NoFields> = Schema
+  .TaggedClass<
+    CoordinateMedian
+  >()("CoordinateMedian", {})
 /**
  * The median per coordinate; for an even peer count, the mean of the two
  * middle values. Robust to a minority of bad peers. NaNs rank above +∞ (as
@@ -76,7 +77,7 @@ export type TieBreak = typeof TieBreak.Type
 
 const Share: Schema.filter<typeof Schema.Number> = Schema.Number.pipe(Schema.between(0, 1))
 
-const SignMajorityBase: TaggedClassBase<SignMajority, "SignMajority", {
+const /** @internal */ SignMajorityBase: TaggedClassBase<SignMajority, "SignMajority", {
   minimumAgreement: Wire<typeof Share, "minimum_agreement">
   tieBreak: Wire<typeof TieBreak, "tie_break">
 }> = Schema.TaggedClass<SignMajority>()("SignMajority", {
@@ -116,7 +117,7 @@ export type AggregationPolicy = typeof AggregationPolicy.Type
 // Errors
 // ---------------------------------------------------------------------------
 
-const PackMismatchErrorBase: ErrorBase<PackMismatchError, "PackMismatchError", {
+const /** @internal */ PackMismatchErrorBase: ErrorBase<PackMismatchError, "PackMismatchError", {
   /** Which input: `"local pack 2 (/runs/r7/peer-2)"`, `"momentum"`, ... */
   subject: typeof Schema.String
   reason: Schema.Literal<["LayoutHash", "ParameterCount", "NoPeers"]>
@@ -341,7 +342,7 @@ export const aggregatePseudoGradients: (
 
 const NonNegative: Schema.filter<typeof Schema.Number> = Schema.Number.pipe(Schema.nonNegative())
 
-const OuterOptimizerBase: ClassBase<OuterOptimizer, {
+const /** @internal */ OuterOptimizerBase: ClassBase<OuterOptimizer, {
   learningRate: Wire<typeof NonNegative, "learning_rate">
   momentum: DefaultWire<typeof NonNegative, "momentum">
   nesterov: DefaultWire<typeof Schema.Boolean, "nesterov">
@@ -523,6 +524,31 @@ export interface RoundResult {
  * `format`, `model_schema_hash`, `layout_hash`, `parameter_count`,
  * `values_f32_le`, as the reference owner writes it). Memory: the base, the
  * locals, one output and the momentum buffer.
+ *
+ * @example
+ * ```ts
+ * import { NodeContext } from "@effect/platform-node"
+ * import { Effect } from "effect"
+ * import { DiLoCo } from "@burn-p2p/python-worker"
+ *
+ * // DiLoCo's outer optimiser: Nesterov momentum 0.9, learning rate 0.7, over the mean pseudo-gradient.
+ * const optimizer = new DiLoCo.OuterOptimizer({ learningRate: 0.7, momentum: 0.9, nesterov: true, weightDecay: 0 })
+ * const program = Effect.gen(function* () {
+ *   let state = DiLoCo.initialState
+ *   for (let round = 1; round <= 3; round++) {
+ *     // ... each peer runs `runInnerLoop` from global-(round-1) and exports runs/round-N/peer-I ...
+ *     const result = yield* DiLoCo.round({
+ *       base: `/runs/global-${round - 1}`,
+ *       locals: [0, 1, 2, 3].map((peer) => `/runs/round-${round}/peer-${peer}`),
+ *       output: `/runs/global-${round}`,
+ *       policy: new DiLoCo.Mean(),
+ *       optimizer,
+ *       state,
+ *     })
+ *     state = result.state
+ *   }
+ * }).pipe(Effect.provide(NodeContext.layer))
+ * ```
  *
  * @since 0.2.0
  * @category rounds

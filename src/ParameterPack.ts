@@ -56,7 +56,7 @@ export const VALUES_FILE = "values.f32le" as const
 const NonNegativeInt: typeof Schema.NonNegativeInt = Schema.NonNegativeInt
 const Strings: Schema.Array$<typeof Schema.String> = Schema.Array(Schema.String)
 
-const StateDictFilterBase: ClassBase<StateDictFilter, {
+const /** @internal */ StateDictFilterBase: ClassBase<StateDictFilter, {
   includeGlobs: DefaultWire<typeof Strings, "include_globs">
   excludeGlobs: DefaultWire<typeof Strings, "exclude_globs">
 }> = Schema.Class<StateDictFilter>("StateDictFilter")({
@@ -73,7 +73,7 @@ const StateDictFilterBase: ClassBase<StateDictFilter, {
  */
 export class StateDictFilter extends StateDictFilterBase {}
 
-const TensorLayoutBase: ClassBase<TensorLayout, {
+const /** @internal */ TensorLayoutBase: ClassBase<TensorLayout, {
   name: typeof Schema.String
   shape: Schema.Array$<typeof NonNegativeInt>
   dtype: typeof Schema.String
@@ -118,7 +118,7 @@ export interface TensorLayoutLike {
   readonly numel: number
 }
 
-const ParameterPackManifestBase: ClassBase<ParameterPackManifest, {
+const /** @internal */ ParameterPackManifestBase: ClassBase<ParameterPackManifest, {
   format: typeof Schema.String
   modelSchemaHash: Wire<typeof Schema.String, "model_schema_hash">
   layoutHash: Wire<typeof Schema.String, "layout_hash">
@@ -238,7 +238,7 @@ export type ParameterPackErrorReason =
   | "ByteLength"
   | "LayoutHash"
 
-const ParameterPackErrorBase: ErrorBase<ParameterPackError, "ParameterPackError", {
+const /** @internal */ ParameterPackErrorBase: ErrorBase<ParameterPackError, "ParameterPackError", {
   /** The pack folder. */
   path: typeof Schema.String
   reason: Schema.Literal<
@@ -426,6 +426,19 @@ export const readManifest: (
  * copied once; on a big-endian host it is byteswapped in place. Node's
  * `readFile` caps a file at 2 GiB (536M parameters).
  *
+ * @example
+ * ```ts
+ * import { NodeContext } from "@effect/platform-node"
+ * import { Effect } from "effect"
+ * import { ParameterPack } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   // Refused (`LayoutHash`) unless the pack was made for this layout.
+ *   const pack = yield* ParameterPack.read("/runs/r7/peer-0", { layoutHash: "torch-layout-3f2a..." })
+ *   return pack.values.length === pack.manifest.parameterCount
+ * }).pipe(Effect.provide(NodeContext.layer))
+ * ```
+ *
  * @since 0.2.0
  * @category io
  */
@@ -474,6 +487,20 @@ const writeAtomic = (fs: FileSystem.FileSystem, target: string, bytes: Uint8Arra
  * written to a temporary name and renamed into place, the manifest last, so a
  * reader never sees a manifest before its values, nor half a file. (No
  * fsync: atomic for readers, not durable across a power cut.)
+ *
+ * @example
+ * ```ts
+ * import { NodeContext } from "@effect/platform-node"
+ * import { Effect } from "effect"
+ * import { ParameterPack } from "@burn-p2p/python-worker"
+ *
+ * const layout = [{ name: "weight", shape: [2, 3], dtype: "torch.float32", numel: 6 }]
+ * const pack = ParameterPack.make(new Float32Array(6), {
+ *   modelSchemaHash: "schema-v1",
+ *   layoutHash: ParameterPack.layoutHash(layout),
+ * })
+ * const program = ParameterPack.write("/runs/r7/global-0", pack).pipe(Effect.provide(NodeContext.layer))
+ * ```
  *
  * @since 0.2.0
  * @category io

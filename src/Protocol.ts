@@ -78,6 +78,8 @@ export const JsonValue: Schema.Schema<JsonValue> = Schema.Union(
   Schema.Record({ key: Schema.String, value: Schema.suspend(() => JsonValue) }),
 ).annotations({ identifier: "JsonValue" })
 /**
+ * A JSON value, as `JsonValue` decodes it.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -99,6 +101,8 @@ export const MetricValue: Schema.Union<[typeof F64, typeof Schema.Boolean, typeo
 ).annotations({ identifier: "MetricValue" })
 
 /**
+ * Training or evaluation metrics: a name for each `MetricValue`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -107,6 +111,8 @@ export const Metrics: Schema.Record$<typeof Schema.String, typeof MetricValue> =
   value: MetricValue,
 }).annotations({ identifier: "Metrics" })
 /**
+ * A decoded `Metrics` record.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -122,6 +128,8 @@ const /** @internal */ CapabilityEstimateBase: ClassBase<CapabilityEstimate, {
   targetWindowSeconds: wire(U64, "target_window_seconds"),
 })
 /**
+ * The workload's own estimate of its throughput, inside `CapabilityProbe`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -138,6 +146,9 @@ const /** @internal */ HelloBase: ClassBase<Hello, {
   capabilities: Schema.optionalWith(Schema.Array(Schema.String), { default: (): ReadonlyArray<string> => [] }),
 })
 /**
+ * The worker's `hello`: its protocol version (1 or 2), its workload's name and, from a protocol 2
+ * worker, its capabilities (see the README's "Protocol 2").
+ *
  * @since 0.1.0
  * @category models
  */
@@ -151,6 +162,8 @@ const /** @internal */ CapabilityProbeBase: ClassBase<CapabilityProbe, {
   capability: CapabilityEstimate,
 })
 /**
+ * `capabilityProbe`'s answer: the device the workload runs on and its `CapabilityEstimate`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -170,12 +183,17 @@ export const EvalSplit: Schema.Union<[
   Schema.Struct({ Custom: Schema.String }),
 ).annotations({ identifier: "EvalSplit" })
 /**
+ * A decoded `EvalSplit`.
+ *
  * @since 0.1.0
  * @category models
  */
 export type EvalSplit = typeof EvalSplit.Type
 
 /**
+ * How `mergeCandidateModels` combines the candidates: a named policy, or `{ Custom: name }`
+ * for a workload that defines one.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -187,6 +205,8 @@ export const MergePolicy: Schema.Union<[
   Schema.Struct({ Custom: Schema.String }),
 ).annotations({ identifier: "MergePolicy" })
 /**
+ * A decoded `MergePolicy`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -211,12 +231,17 @@ export const ReconcileStrategy: Schema.Union<[
   }),
 ).annotations({ identifier: "ReconcileStrategy" })
 /**
+ * A decoded `ReconcileStrategy`.
+ *
  * @since 0.1.0
  * @category models
  */
 export type ReconcileStrategy = typeof ReconcileStrategy.Type
 
 /**
+ * What the worker did with a runtime patch: `"Applied"`, `"RequiresRestart"` or
+ * `{ Rejected: reason }`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -228,12 +253,16 @@ export const PatchOutcome: Schema.Union<[
   Schema.Struct({ Rejected: Schema.String }),
 ).annotations({ identifier: "PatchOutcome" })
 /**
+ * A decoded `PatchOutcome`.
+ *
  * @since 0.1.0
  * @category models
  */
 export type PatchOutcome = typeof PatchOutcome.Type
 
 /**
+ * One value of a runtime patch: a bool, a number, a string or a list of strings.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -250,6 +279,9 @@ export const PatchValue: Schema.Union<[
 ).annotations({ identifier: "PatchValue" })
 
 /**
+ * A runtime patch, `applyPatch`'s params: its id, class (`"Hot"`, `"Warm"`, `"Cold"`), summary,
+ * values and the client capabilities it needs.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -267,12 +299,17 @@ export const RuntimePatch: Schema.Struct<{
   requiredClientCapabilities: wire(Schema.Array(Schema.String), "required_client_capabilities"),
 }).annotations({ identifier: "RuntimePatch" })
 /**
+ * A decoded `RuntimePatch`.
+ *
  * @since 0.1.0
  * @category models
  */
 export type RuntimePatch = typeof RuntimePatch.Type
 
 /**
+ * One model offered to `mergeCandidateModels`, with its peer, head and artifact ids and its
+ * sample and quality weights. `modelId` is a model of this worker.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -292,6 +329,8 @@ export const MergeCandidate: Schema.Struct<{
   qualityWeight: wire(F64, "quality_weight"),
 }).annotations({ identifier: "MergeCandidate" })
 /**
+ * A decoded `MergeCandidate`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -348,6 +387,9 @@ export const MicroEpoch: Schema.Struct<{
 }).annotations({ identifier: "MicroEpoch" })
 
 /**
+ * One batch of a `trainWindow` or `runInnerLoop`: a `CachedMicroshardGroup` (shard files) or
+ * a `MicroEpoch` (a descriptor), told apart by `kind`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -356,6 +398,8 @@ export const BatchRef: Schema.Union<[typeof CachedMicroshardGroup, typeof MicroE
   MicroEpoch,
 ).annotations({ identifier: "BatchRef" })
 /**
+ * A decoded `BatchRef`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -364,7 +408,9 @@ export type BatchRef = typeof BatchRef.Type
 /** @internal */
 type ModelIdField = { modelId: Wire<typeof Schema.String, "model_id"> }
 
-const /** @internal */ ModelHandle: Schema.Struct<ModelIdField> = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
+const /** @internal */ ModelHandle: Schema.Struct<ModelIdField> = Schema.Struct({
+  modelId: wire(Schema.String, "model_id"),
+})
 /** serde reads a missing `model_id` as None, so absent is null too. */
 const /** @internal */ OptionalModelHandle: Schema.Struct<{
   modelId: Schema.PropertySignature<":", string | null, "model_id", "?:", string | null | undefined, true, never>
@@ -381,7 +427,9 @@ const /** @internal */ Ack: Schema.transform<
   Schema.Void,
   { strict: true, decode: () => undefined, encode: () => ({}) },
 )
-const /** @internal */ ModelRef: Schema.Struct<ModelIdField> = Schema.Struct({ modelId: wire(Schema.String, "model_id") })
+const /** @internal */ ModelRef: Schema.Struct<ModelIdField> = Schema.Struct({
+  modelId: wire(Schema.String, "model_id"),
+})
 const /** @internal */ ArtifactParams: Schema.Struct<{
   modelId: Wire<typeof Schema.String, "model_id">
   artifactPath: Wire<typeof Schema.String, "artifact_path">
@@ -389,7 +437,9 @@ const /** @internal */ ArtifactParams: Schema.Struct<{
   modelId: wire(Schema.String, "model_id"),
   artifactPath: wire(Schema.String, "artifact_path"),
 })
-const /** @internal */ InitModelParams: Schema.Struct<{ device: typeof Schema.String }> = Schema.Struct({ device: Schema.String })
+const /** @internal */ InitModelParams: Schema.Struct<{ device: typeof Schema.String }> = Schema.Struct({
+  device: Schema.String,
+})
 const /** @internal */ TrainWindowParams: Schema.Struct<{
   modelId: Wire<typeof Schema.String, "model_id">
   batches: Schema.Array$<typeof BatchRef>
@@ -442,6 +492,8 @@ export const StateDictFilter: Schema.Struct<{
   excludeGlobs: wire(Schema.Array(Schema.String), "exclude_globs"),
 }).annotations({ identifier: "StateDictFilter" })
 /**
+ * A decoded `StateDictFilter`.
+ *
  * @since 0.2.0
  * @category models
  */
@@ -550,14 +602,17 @@ export class InnerLoopResult extends InnerLoopResultBase {}
  * @category models
  */
 export interface InnerLoopOptions {
+  /** The local steps to run (H in DiLoCo), an unsigned 32-bit integer. */
   readonly numInnerSteps: number
   /** The folder the worker writes the model to, as a parameter pack, when the loop ends. */
   readonly outputParameterPackPath: string
+  /** The workload's model schema hash, written into the pack's manifest unchanged. */
   readonly modelSchemaHash: string
   /** The previous round's optimiser state; none on the first round. */
   readonly innerOptimizerStatePath?: string | null | undefined
   /** A different step count is an error, on both sides. */
   readonly requireExactSteps?: boolean | undefined
+  /** Which state-dict entries the pack holds; everything when left out. */
   readonly filter?: StateDictFilter | undefined
 }
 
@@ -629,13 +684,21 @@ export interface ModelIds {
  * @since 0.1.0
  * @category models
  */
+// deno-lint-ignore no-explicit-any
 export interface Rpc<P, PI, R, RI, Args extends ReadonlyArray<any> = any, A = any> {
+  /** The wire name, snake_case (`"train_window"`). */
   readonly method: string
+  /** The params' schema: `P` in TypeScript, `PI` on the wire. */
   readonly params: Schema.Schema<P, PI>
+  /** The result's schema: `R` in TypeScript, `RI` on the wire. */
   readonly result: Schema.Schema<R, RI>
+  /** One line on what the method does, for the README's method table. */
   readonly doc: string
+  /** How many positional arguments the service method takes before its `CallOptions`. */
   readonly arity: number
+  /** The params from the service method's arguments, model ids mapped to the worker's. */
   readonly toParams: (ids: ModelIds, ...args: Args) => P
+  /** What the service method returns for a result, minted model ids tagged with the generation. */
   readonly fromResult: (result: R, ids: ModelIds) => A
   /** The model the call is about, for its span. */
   readonly modelOf: (params: P) => string | undefined
@@ -645,6 +708,7 @@ export interface Rpc<P, PI, R, RI, Args extends ReadonlyArray<any> = any, A = an
   readonly verify: (params: P, result: R) => string | undefined
 }
 
+// deno-lint-ignore no-explicit-any
 const rpc = <P, PI, R, RI, const Args extends ReadonlyArray<any>, A>(
   method: string,
   params: Schema.Schema<P, PI>,
@@ -679,6 +743,7 @@ const rpc = <P, PI, R, RI, const Args extends ReadonlyArray<any>, A>(
 type RpcOf<
   Params extends Schema.Schema.Any,
   Result extends Schema.Schema.Any,
+  // deno-lint-ignore no-explicit-any
   Args extends ReadonlyArray<any>,
   A,
 > = Rpc<
@@ -697,62 +762,79 @@ type RpcOf<
  * @category models
  */
 export interface Rpcs {
+  /** `hello`: the protocol version, the workload name and the capabilities. */
   readonly hello: RpcOf<typeof Schema.Null, typeof Hello, [], Hello>
+  /** `capability_probe`: the workload's device and throughput estimate. */
   readonly capabilityProbe: RpcOf<typeof Schema.Null, typeof CapabilityProbe, [], CapabilityProbe>
+  /** `init_model`: a new model on a device; its id. */
   readonly initModel: RpcOf<typeof InitModelParams, typeof ModelHandle, [device: string], string>
+  /** `train_window`: trains a model on batches; training metrics. */
   readonly trainWindow: RpcOf<
     typeof TrainWindowParams,
     typeof MetricsResult,
     [modelId: string, batches: ReadonlyArray<BatchRef>],
     Metrics
   >
+  /** `evaluate`: evaluates a model on a split; metrics. */
   readonly evaluate: RpcOf<typeof EvaluateParams, typeof MetricsResult, [modelId: string, split: EvalSplit], Metrics>
+  /** `apply_patch`: applies a runtime patch; what came of it. */
   readonly applyPatch: RpcOf<typeof RuntimePatch, typeof PatchOutcome, [patch: RuntimePatch], PatchOutcome>
+  /** `load_model_artifact`: replaces a model's weights with an artifact file's. */
   readonly loadModelArtifact: RpcOf<typeof ArtifactParams, typeof Ack, [modelId: string, path: string], void>
+  /** `materialize_model_artifact`: writes a model's weights to an artifact file. */
   readonly materializeModelArtifact: RpcOf<typeof ArtifactParams, typeof Ack, [modelId: string, path: string], void>
+  /** `merge_candidate_models`: merges candidates into a new model, or none. */
   readonly mergeCandidateModels: RpcOf<
     typeof MergeParams,
     typeof OptionalModelHandle,
     [baseModelId: string, candidates: ReadonlyArray<MergeCandidate>, policy: MergePolicy],
     Option.Option<string>
   >
+  /** `apply_single_root_ema`: moves the merged model toward the base; the merged id. */
   readonly applySingleRootEma: RpcOf<
     typeof RootEmaParams,
     typeof ModelHandle,
     [baseModelId: string, mergedModelId: string, policy: MergePolicy],
     string
   >
+  /** `reconcile_canonical_model`: reconciles the canonical model with the local one; the canonical id. */
   readonly reconcileCanonicalModel: RpcOf<
     typeof ReconcileParams,
     typeof ModelHandle,
     [localModelId: string, canonicalModelId: string, strategy: ReconcileStrategy],
     string
   >
+  /** `release_model`: frees a model (an unknown id is not an error). */
   readonly releaseModel: RpcOf<typeof ModelRef, typeof Ack, [modelId: string], void>
+  /** `parameter_pack_plan` (protocol 2, `parameter_pack_export`): what a pack of a fresh model would hold. */
   readonly parameterPackPlan: RpcOf<
     typeof PackPlanParams,
     typeof ParameterPackPlan,
     [device: string, filter?: StateDictFilter | undefined],
     ParameterPackPlan
   >
+  /** `export_parameter_pack` (protocol 2, `parameter_pack_export`): writes a model as a pack folder. */
   readonly exportParameterPack: RpcOf<
     typeof ExportPackParams,
     typeof Ack,
     [modelId: string, path: string, modelSchemaHash: string, filter?: StateDictFilter | undefined],
     void
   >
+  /** `import_parameter_pack` (protocol 2, `parameter_pack_import`): a new model from a pack folder; its id. */
   readonly importParameterPack: RpcOf<
     typeof ImportPackParams,
     typeof ModelHandle,
     [device: string, path: string, filter?: StateDictFilter | undefined],
     string
   >
+  /** `run_inner_loop` (protocol 2, `diloco_checkpoint_job`): DiLoCo's inner loop, its result written as a pack. */
   readonly runInnerLoop: RpcOf<
     typeof InnerLoopParams,
     typeof InnerLoopResult,
     [modelId: string, batches: ReadonlyArray<BatchRef>, options: InnerLoopOptions],
     InnerLoopResult
   >
+  /** `shutdown`: the worker answers, then exits; sent by the layer on release, not a service method. */
   readonly shutdown: RpcOf<typeof Schema.Null, typeof Ack, [], void>
 }
 

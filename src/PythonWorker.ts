@@ -34,7 +34,23 @@ import { type CallError, InvalidArgumentError, type StartError } from "./WorkerE
 
 /**
  * The layer's data options, checked before anything is spawned: every
- * duration, size and count is range-checked.
+ * duration, size and count is range-checked. `PythonWorker.Options` is its
+ * encoded side (what you write) plus `restart` and `onStart`; the README's
+ * options table lists every field with its default and range.
+ *
+ * @example
+ * ```ts
+ * import type { Options } from "@burn-p2p/python-worker"
+ *
+ * // Options read from a file, typed as the layer takes them.
+ * const options: typeof Options.Encoded = {
+ *   workloadFactory: "burn_p2p_python_runtime.torch_workload:make",
+ *   workloadConfig: { learning_rate: 0.05, dataset_seed: 0 },
+ *   pythonExecutable: "/usr/bin/python3",
+ *   connectTimeout: "30 seconds",
+ *   maxFrameBytes: 64 * 1024 * 1024,
+ * }
+ * ```
  *
  * @since 0.1.0
  * @category models
@@ -42,6 +58,20 @@ import { type CallError, InvalidArgumentError, type StartError } from "./WorkerE
 export const Options: internalOptions.OptionsSchema = internalOptions.Options
 
 /**
+ * The last, optional argument of every service method.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   const model = yield* worker.initModel("cpu", { timeout: "2 minutes" })
+ *   return yield* worker.evaluate(model, "Validation", { timeout: 30_000 })
+ * })
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -59,11 +89,15 @@ export interface CallOptions {
 export interface WorkerDeath {
   /** Which process of the service: 1 for the first, then one more per restart. */
   readonly generation: number
+  /** Its pid; -1 when a restart failed before a process existed (a spawn error). */
   readonly pid: number
   /** False when the process could not be reaped in time (the status fields are then null). */
   readonly exited: boolean
+  /** The exit code, or null when it died by a signal. */
   readonly exitCode: number | null
+  /** The signal that killed it (`"SIGKILL"`), or null when it exited with a code. */
   readonly signal: string | null
+  /** The last `stderrTailBytes` of its stderr. */
   readonly stderrTail: string
   /** What made the manager kill it (a timeout, a protocol fault) or stopped its start, if anything. */
   readonly cause: unknown
@@ -92,6 +126,18 @@ export type WorkerEvent =
  * 5 restarts): up to 5 restarts, 250 ms after the first death and doubling to
  * at most 10 s; 3 minutes without a death renew the budget.
  *
+ * @example
+ * ```ts
+ * import { Schedule } from "effect"
+ * import { defaultRestart, PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * // The default budget, but never sooner than 2 s after a death.
+ * const layer = PythonWorker.layer({
+ *   workloadFactory: "my_pkg.workload:make",
+ *   restart: Schedule.union(defaultRestart, Schedule.spaced("2 seconds").pipe(Schedule.intersect(Schedule.recurs(5)))),
+ * })
+ * ```
+ *
  * @since 0.2.0
  * @category constructors
  */
@@ -102,11 +148,36 @@ export const defaultRestart: Schedule.Schedule<unknown, WorkerDeath> = Schedule.
 )
 
 /**
+ * The types of the `PythonWorker` service: its options, its methods, the
+ * service itself.
+ *
  * @since 0.1.0
  * @category models
  */
 export declare namespace PythonWorker {
   /**
+   * What `layer` and `make` take: the data options (`Options`, range-checked
+   * before anything is spawned) plus `restart` and `onStart`. `E` is what
+   * `onStart` may fail with.
+   *
+   * @example
+   * ```ts
+   * import { Effect, Schedule } from "effect"
+   * import { type CallError, PythonWorker } from "@burn-p2p/python-worker"
+   *
+   * const options: PythonWorker.Options<CallError> = {
+   *   workloadFactory: "burn_p2p_python_runtime.reference_workload:make",
+   *   workloadConfig: { learning_rate: 0.1 },
+   *   pythonExecutable: "/usr/bin/python3",
+   *   env: { CUDA_VISIBLE_DEVICES: "0" },
+   *   callTimeout: "5 minutes",
+   *   // At most 3 restarts, 1 s apart; `"never"` fails every call after a death.
+   *   restart: Schedule.spaced("1 second").pipe(Schedule.intersect(Schedule.recurs(3))),
+   *   // Runs on every fresh worker before it serves a call.
+   *   onStart: (worker) => Effect.asVoid(worker.capabilityProbe()),
+   * }
+   * ```
+   *
    * @since 0.1.0
    * @category models
    */
@@ -132,6 +203,7 @@ export declare namespace PythonWorker {
    * @since 0.2.0
    * @category models
    */
+  // deno-lint-ignore no-explicit-any
   export type Method<T> = T extends Rpc<any, any, any, any, infer Args, infer A>
     ? (...args: [...Args, options?: CallOptions]) => Effect.Effect<A, CallError>
     : never
@@ -145,6 +217,11 @@ export declare namespace PythonWorker {
   export type Methods = { readonly [K in Exclude<keyof Rpcs, "shutdown">]: Method<Rpcs[K]> }
 
   /**
+   * What the `PythonWorker` tag holds: a method per `Rpcs` entry (the
+   * worker's models named by generation-tagged ids), the serving process's
+   * `pid`, `generation` and `hello`, the lifecycle `events`, scoped models
+   * and the raw `call`. It stays the same object across restarts.
+   *
    * @since 0.1.0
    * @category models
    */
@@ -236,6 +313,27 @@ export const makeWith = <E>(
  * A scoped layer owning one supervised worker. Provides its own Node platform
  * services; use `make` to bring your own.
  *
+ * @example
+ * ```ts
+ * import { NodeRuntime } from "@effect/platform-node"
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   const model = yield* worker.initModel("cpu")
+ *   return yield* worker.evaluate(model, "Validation")
+ * })
+ *
+ * program.pipe(
+ *   Effect.provide(PythonWorker.layer({
+ *     workloadFactory: "burn_p2p_python_runtime.reference_workload:make",
+ *     pythonExecutable: "/usr/bin/python3",
+ *   })),
+ *   NodeRuntime.runMain,
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category layers
  */
@@ -246,9 +344,10 @@ export const layer = <E = never>(options: PythonWorker.Options<E>): Layer.Layer<
     Layer.provide(NodeFileSystem.layer),
   )
 
-const PythonWorkerBase: Context.TagClass<PythonWorker, "burn-p2p/PythonWorker", PythonWorker.Service> = Context.Tag(
-  "burn-p2p/PythonWorker",
-)<PythonWorker, PythonWorker.Service>()
+const /** @internal */ PythonWorkerBase: Context.TagClass<PythonWorker, "burn-p2p/PythonWorker", PythonWorker.Service> =
+  Context.Tag(
+    "burn-p2p/PythonWorker",
+  )<PythonWorker, PythonWorker.Service>()
 
 /**
  * The service tag. `PythonWorker.layer` and `PythonWorker.make` are the

@@ -20,11 +20,17 @@ import type { PythonWorker } from "./PythonWorker.ts"
 import type { InvalidArgumentError, StartError } from "./WorkerError.ts"
 
 /**
+ * The types of the `PythonWorkerPool` service: its options and the service.
+ *
  * @since 0.2.0
  * @category models
  */
 export declare namespace PythonWorkerPool {
   /**
+   * What `PythonWorkerPool.layer` and `make` take: the size, and each
+   * worker's `PythonWorker.Options` by index. `E` is what an `onStart` may
+   * fail with.
+   *
    * @since 0.2.0
    * @category models
    */
@@ -36,6 +42,12 @@ export declare namespace PythonWorkerPool {
   }
 
   /**
+   * What the `PythonWorkerPool` tag holds: the workers (each supervised and
+   * restarted on its own), a first-come-first-served `withWorker`, and
+   * `workerOf` to find the worker holding a model. A pool worker's model ids
+   * carry its index (`w2.g1:m3`); a call to another worker with such an id is
+   * an `InvalidArgumentError`.
+   *
    * @since 0.2.0
    * @category models
    */
@@ -56,7 +68,7 @@ export declare namespace PythonWorkerPool {
   }
 }
 
-const PythonWorkerPoolBase: Context.TagClass<
+const /** @internal */ PythonWorkerPoolBase: Context.TagClass<
   PythonWorkerPool,
   "burn-p2p/PythonWorkerPool",
   PythonWorkerPool.Service
@@ -80,6 +92,33 @@ export const make: <E = never>(
 
 /**
  * A scoped layer owning the pool's workers, with its own Node platform services.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorkerPool } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const pool = yield* PythonWorkerPool
+ *   // Four jobs on two workers: each waits for a free one.
+ *   const models = yield* Effect.forEach(
+ *     [0, 1, 2, 3],
+ *     () => pool.withWorker((worker) => worker.initModel("cpu")),
+ *     { concurrency: "unbounded" },
+ *   )
+ *   // A model's calls go to the worker that made it.
+ *   const holder = yield* pool.workerOf(models[0])
+ *   return yield* holder.evaluate(models[0], "Validation")
+ * }).pipe(
+ *   Effect.provide(PythonWorkerPool.layer({
+ *     size: 2,
+ *     options: (index) => ({
+ *       workloadFactory: "burn_p2p_python_runtime.torch_workload:make",
+ *       env: { CUDA_VISIBLE_DEVICES: String(index) },
+ *     }),
+ *   })),
+ * )
+ * ```
  *
  * @since 0.2.0
  * @category layers

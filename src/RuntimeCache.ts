@@ -9,7 +9,7 @@ import * as Schema from "effect/Schema"
 /** Why the cache could not be used. */
 type Reason = Schema.Literal<["Insecure", "NoCacheDirectory", "PermissionDenied", "Io"]>
 
-const RuntimeCacheErrorBase: Schema.TaggedErrorClass<RuntimeCacheError, "RuntimeCacheError", {
+const /** @internal */ RuntimeCacheErrorBase: Schema.TaggedErrorClass<RuntimeCacheError, "RuntimeCacheError", {
   readonly _tag: Schema.tag<"RuntimeCacheError">
   reason: Reason
   path: typeof Schema.String
@@ -31,10 +31,23 @@ const RuntimeCacheErrorBase: Schema.TaggedErrorClass<RuntimeCacheError, "Runtime
  * `--allow-write`, `--allow-env` or `--allow-sys=uid`, named in `detail`),
  * `Io` (any other file system error).
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.flatMap(PythonWorker, (worker) => worker.hello()).pipe(
+ *   Effect.provide(PythonWorker.layer({ workloadFactory: "my_pkg.workload:make" })),
+ *   // The message names the path and the fix (`chmod 700`, a permission flag, BURN_P2P_RUNTIME_CACHE).
+ *   Effect.catchTag("RuntimeCacheError", (error) => Effect.logError(error.reason, error.path, error.message)),
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
 export class RuntimeCacheError extends RuntimeCacheErrorBase {
+  /** The path, what is wrong with it, and the fix. */
   override get message(): string {
     switch (this.reason) {
       case "Insecure":

@@ -40,7 +40,7 @@ const ExitFields: ExitFields = {
   stderrTail: Schema.String,
 }
 
-const WorkerSpawnErrorBase: ErrorBase<WorkerSpawnError, "WorkerSpawnError", {
+const /** @internal */ WorkerSpawnErrorBase: ErrorBase<WorkerSpawnError, "WorkerSpawnError", {
   executable: typeof Schema.String
   reason: Schema.Literal<["NotFound", "PermissionDenied", "Unknown"]>
   detail: typeof Schema.String
@@ -52,10 +52,23 @@ const WorkerSpawnErrorBase: ErrorBase<WorkerSpawnError, "WorkerSpawnError", {
 /**
  * The Python executable could not be started at all.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.flatMap(PythonWorker, (worker) => worker.hello()).pipe(
+ *   Effect.provide(PythonWorker.layer({ workloadFactory: "my_pkg.workload:make" })),
+ *   Effect.catchTag("WorkerSpawnError", (error) =>
+ *     Effect.logError(`cannot run ${error.executable}: ${error.reason}`)),
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
 export class WorkerSpawnError extends WorkerSpawnErrorBase {
+  /** The executable, what went wrong and how to fix it. */
   override get message(): string {
     const hint = this.reason === "NotFound"
       ? "was not found; set `pythonExecutable` to a Python 3 interpreter (for example /usr/bin/python3)"
@@ -66,7 +79,7 @@ export class WorkerSpawnError extends WorkerSpawnErrorBase {
   }
 }
 
-const WorkerConnectErrorBase: ErrorBase<
+const /** @internal */ WorkerConnectErrorBase: ErrorBase<
   WorkerConnectError,
   "WorkerConnectError",
   {
@@ -87,10 +100,24 @@ const WorkerConnectErrorBase: ErrorBase<
  * connected from outside its process group (a launcher such as `setsid`
  * moved it into its own session, where the client could not stop it).
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.flatMap(PythonWorker, (worker) => worker.hello()).pipe(
+ *   Effect.provide(PythonWorker.layer({ workloadFactory: "my_pkg.workload:make" })),
+ *   Effect.catchTag("WorkerConnectError", (error) =>
+ *     // "ProcessExited": the stderr tail usually names the missing module or the factory's exception.
+ *     Effect.logError(error.reason, error.exitCode, error.stderrTail)),
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
 export class WorkerConnectError extends WorkerConnectErrorBase {
+  /** What happened (exit status, deadline, listener, outsider) and the last lines of stderr. */
   override get message(): string {
     const who = `Python worker (pid ${this.pid ?? "?"})`
     const head = this.reason === "ProcessExited"
@@ -105,7 +132,7 @@ export class WorkerConnectError extends WorkerConnectErrorBase {
   }
 }
 
-const WorkerExitedErrorBase: ErrorBase<
+const /** @internal */ WorkerExitedErrorBase: ErrorBase<
   WorkerExitedError,
   "WorkerExitedError",
   {
@@ -121,10 +148,26 @@ const WorkerExitedErrorBase: ErrorBase<
  * The worker process exited or its connection closed. `method` is the call
  * that was pending or attempted, null when the death was noticed between calls.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   const model = yield* worker.initModel("cpu")
+ *   return yield* worker.evaluate(model, "Validation")
+ * }).pipe(
+ *   Effect.catchTag("WorkerExitedError", (error) =>
+ *     Effect.logError(`${error.method} lost: exit ${error.exitCode ?? error.signal}`, error.stderrTail)),
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
 export class WorkerExitedError extends WorkerExitedErrorBase {
+  /** The method, the exit status and the last lines of stderr. */
   override get message(): string {
     const who = `Python worker (pid ${this.pid ?? "?"})`
     const what = this.reason === "ProcessExited" || this.exitCode !== null || this.signal !== null
@@ -135,7 +178,7 @@ export class WorkerExitedError extends WorkerExitedErrorBase {
   }
 }
 
-const RemoteErrorBase: ErrorBase<RemoteError, "RemoteError", {
+const /** @internal */ RemoteErrorBase: ErrorBase<RemoteError, "RemoteError", {
   method: typeof Schema.String
   id: typeof Schema.Number
   /** The Python exception class, e.g. `ValueError`; parsed from the text when the worker does not send it. */
@@ -153,10 +196,25 @@ const RemoteErrorBase: ErrorBase<RemoteError, "RemoteError", {
  * The worker answered `ok: false`: the workload (or the worker's dispatch)
  * raised. The worker keeps serving; the model ids it holds stay valid.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   return yield* worker.evaluate("g1:m1", { Custom: "holdout" })
+ * }).pipe(
+ *   // The workload raised: the worker keeps serving.
+ *   Effect.catchTag("RemoteError", (error) => Effect.logWarning(`${error.errorType}: ${error.remoteMessage}`)),
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
 export class RemoteError extends RemoteErrorBase {
+  /** `method#id failed in Python: Type: message`. */
   override get message(): string {
     return `${this.method}#${this.id} failed in Python: ${this.errorType}: ${this.remoteMessage}`
   }
@@ -166,7 +224,7 @@ export class RemoteError extends RemoteErrorBase {
 // fields from the annotation below instead and rejects the object.
 const stderrTailOrEmpty = Schema.optionalWith(Schema.String, { default: () => "" })
 
-const ProtocolErrorBase: ErrorBase<ProtocolError, "ProtocolError", {
+const /** @internal */ ProtocolErrorBase: ErrorBase<ProtocolError, "ProtocolError", {
   method: Schema.NullOr<typeof Schema.String>
   id: Schema.NullOr<typeof Schema.Number>
   pid: Schema.NullOr<typeof Schema.Number>
@@ -206,10 +264,24 @@ const ProtocolErrorBase: ErrorBase<ProtocolError, "ProtocolError", {
  * The worker sent something the protocol does not allow. The stream cannot be
  * trusted afterwards, so the worker is killed and the service closes.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   return yield* worker.capabilityProbe()
+ * }).pipe(
+ *   Effect.catchTag("ProtocolError", (error) => Effect.logError(error.reason, error.detail)),
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
 export class ProtocolError extends ProtocolErrorBase {
+  /** The call, the worker's pid, the reason and its detail, and the stderr tail when it explains the fault. */
   override get message(): string {
     const call = this.method === null ? "" : `${this.method}${this.id === null ? "" : `#${this.id}`}: `
     return `${call}protocol error from Python worker (pid ${this.pid ?? "?"}): ${this.reason}: ${this.detail}` +
@@ -217,7 +289,7 @@ export class ProtocolError extends ProtocolErrorBase {
   }
 }
 
-const RpcTimeoutErrorBase: ErrorBase<RpcTimeoutError, "RpcTimeoutError", {
+const /** @internal */ RpcTimeoutErrorBase: ErrorBase<RpcTimeoutError, "RpcTimeoutError", {
   method: typeof Schema.String
   id: Schema.NullOr<typeof Schema.Number>
   pid: Schema.NullOr<typeof Schema.Number>
@@ -233,17 +305,33 @@ const RpcTimeoutErrorBase: ErrorBase<RpcTimeoutError, "RpcTimeoutError", {
  * the request was already on the wire the worker is killed and the service
  * closes; a call that timed out while still queued leaves the service open.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   const model = yield* worker.initModel("cpu")
+ *   return yield* worker.evaluate(model, "Test", { timeout: "30 seconds" })
+ * }).pipe(
+ *   // `id` null: it timed out while queued, and the worker was left alone.
+ *   Effect.catchTag("RpcTimeoutError", (error) => Effect.logWarning(error.method, error.id, error.timeoutMillis)),
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
 export class RpcTimeoutError extends RpcTimeoutErrorBase {
+  /** The call, its deadline, and whether it was queued or on the wire. */
   override get message(): string {
     const where = this.id === null ? "while queued behind other calls" : "waiting for the worker's answer"
     return `${this.method}${this.id === null ? "" : `#${this.id}`} timed out after ${this.timeoutMillis} ms ${where}`
   }
 }
 
-const WorkerClosedErrorBase: ErrorBase<WorkerClosedError, "WorkerClosedError", {
+const /** @internal */ WorkerClosedErrorBase: ErrorBase<WorkerClosedError, "WorkerClosedError", {
   method: typeof Schema.String
   cause: Schema.optional<Schema.Union<[typeof RpcTimeoutError, typeof ProtocolError]>>
 }> = Schema.TaggedError<WorkerClosedError>()("WorkerClosedError", {
@@ -254,17 +342,31 @@ const WorkerClosedErrorBase: ErrorBase<WorkerClosedError, "WorkerClosedError", {
  * The service can no longer be used: a timeout or protocol error closed it
  * (`cause`), or its scope has closed (`cause` absent).
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   return yield* worker.hello()
+ * }).pipe(
+ *   Effect.catchTag("WorkerClosedError", (error) => Effect.logError(error.cause?.message ?? "scope closed")),
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
 export class WorkerClosedError extends WorkerClosedErrorBase {
+  /** The method and why the service closed (the closing error's message). */
   override get message(): string {
     const why = this.cause === undefined ? "its scope has closed" : `it was closed after: ${this.cause.message}`
     return `${this.method}: the Python worker service is no longer usable: ${why}`
   }
 }
 
-const InvalidArgumentErrorBase: ErrorBase<InvalidArgumentError, "InvalidArgumentError", {
+const /** @internal */ InvalidArgumentErrorBase: ErrorBase<InvalidArgumentError, "InvalidArgumentError", {
   /** `PythonWorker.layer` for options, else the method name. */
   where: typeof Schema.String
   detail: typeof Schema.String
@@ -275,16 +377,29 @@ const InvalidArgumentErrorBase: ErrorBase<InvalidArgumentError, "InvalidArgument
 /**
  * An option or a call argument failed its schema; nothing was sent or spawned.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.flatMap(PythonWorker, (worker) => worker.hello()).pipe(
+ *   Effect.provide(PythonWorker.layer({ workloadFactory: "my_pkg.workload:make" })),
+ *   // A layer option out of range (here: connectTimeout 0) fails before anything is spawned.
+ *   Effect.catchTag("InvalidArgumentError", (error) => Effect.logError(error.where, error.detail)),
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
 export class InvalidArgumentError extends InvalidArgumentErrorBase {
+  /** Where the argument was refused, and why. */
   override get message(): string {
     return `invalid argument to ${this.where}: ${this.detail}`
   }
 }
 
-const ModelLostErrorBase: ErrorBase<ModelLostError, "ModelLostError", {
+const /** @internal */ ModelLostErrorBase: ErrorBase<ModelLostError, "ModelLostError", {
   modelId: typeof Schema.String
   /** The worker process (1 for the first, counting restarts) that made the model. */
   generation: typeof Schema.Number
@@ -304,10 +419,27 @@ const ModelLostErrorBase: ErrorBase<ModelLostError, "ModelLostError", {
  * A call named a model made by an earlier worker process, which has died
  * since; nothing was sent. Re-create the model (for example in `onStart`).
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   const model = yield* worker.initModel("cpu") // "g1:m1"
+ *   // ... the worker dies and is restarted as generation 2 ...
+ *   return yield* worker.evaluate(model, "Validation").pipe(
+ *     Effect.catchTag("ModelLostError", (error) =>
+ *       Effect.flatMap(worker.initModel("cpu"), (fresh) => worker.evaluate(fresh, "Validation"))),
+ *   )
+ * })
+ * ```
+ *
  * @since 0.2.0
  * @category errors
  */
 export class ModelLostError extends ModelLostErrorBase {
+  /** The model, the generation that made it, how that process ended, and the generation serving now. */
   override get message(): string {
     return `${this.method}: model ${
       JSON.stringify(this.modelId)
@@ -316,7 +448,7 @@ export class ModelLostError extends ModelLostErrorBase {
   }
 }
 
-const WorkerGaveUpErrorBase: ErrorBase<
+const /** @internal */ WorkerGaveUpErrorBase: ErrorBase<
   WorkerGaveUpError,
   "WorkerGaveUpError",
   {
@@ -333,17 +465,32 @@ const WorkerGaveUpErrorBase: ErrorBase<
  * The worker died and its restart schedule gave up: every call fails at
  * once. Carries the last process's exit status and stderr tail.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   return yield* worker.hello()
+ * }).pipe(
+ *   Effect.catchTag("WorkerGaveUpError", (error) =>
+ *     Effect.logError(`given up after ${error.starts} starts`, error.exitCode, error.stderrTail)),
+ * )
+ * ```
+ *
  * @since 0.2.0
  * @category errors
  */
 export class WorkerGaveUpError extends WorkerGaveUpErrorBase {
+  /** The method, the number of starts, the last exit status and the stderr tail. */
   override get message(): string {
     return `${this.method}: the Python worker is not restarted any more after ${this.starts} starts; ` +
       `the last one (pid ${this.pid ?? "?"}) ${describeExit(this.exitCode, this.signal)}${quoteStderr(this.stderrTail)}`
   }
 }
 
-const MissingCapabilityErrorBase: ErrorBase<MissingCapabilityError, "MissingCapabilityError", {
+const /** @internal */ MissingCapabilityErrorBase: ErrorBase<MissingCapabilityError, "MissingCapabilityError", {
   method: typeof Schema.String
   capability: typeof Schema.String
   /** What the worker does advertise in `hello`. */
@@ -357,10 +504,25 @@ const MissingCapabilityErrorBase: ErrorBase<MissingCapabilityError, "MissingCapa
  * The method needs a capability the worker does not advertise in `hello`;
  * nothing was sent and the service stays usable.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   return yield* worker.parameterPackPlan("cpu")
+ * }).pipe(
+ *   Effect.catchTag("MissingCapabilityError", (error) =>
+ *     Effect.logWarning(`${error.capability} not among ${error.advertised.join(", ")}`)),
+ * )
+ * ```
+ *
  * @since 0.2.0
  * @category errors
  */
 export class MissingCapabilityError extends MissingCapabilityErrorBase {
+  /** The method, the capability it needs, and what the worker advertises. */
   override get message(): string {
     const has = this.advertised.length === 0 ? "none" : this.advertised.join(", ")
     return `${this.method} needs the worker capability ${JSON.stringify(this.capability)}; ` +
@@ -368,7 +530,7 @@ export class MissingCapabilityError extends MissingCapabilityErrorBase {
   }
 }
 
-const ResultMismatchErrorBase: ErrorBase<ResultMismatchError, "ResultMismatchError", {
+const /** @internal */ ResultMismatchErrorBase: ErrorBase<ResultMismatchError, "ResultMismatchError", {
   method: typeof Schema.String
   id: typeof Schema.Number
   detail: typeof Schema.String
@@ -382,10 +544,30 @@ const ResultMismatchErrorBase: ErrorBase<ResultMismatchError, "ResultMismatchErr
  * (`runInnerLoop` with `requireExactSteps` got another step count). The
  * worker keeps serving.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { PythonWorker } from "@burn-p2p/python-worker"
+ *
+ * const program = Effect.gen(function* () {
+ *   const worker = yield* PythonWorker
+ *   const model = yield* worker.initModel("cpu")
+ *   return yield* worker.runInnerLoop(model, [], {
+ *     numInnerSteps: 10,
+ *     outputParameterPackPath: "/tmp/round-1/peer-0",
+ *     modelSchemaHash: "schema-v1",
+ *     requireExactSteps: true,
+ *   })
+ * }).pipe(
+ *   Effect.catchTag("ResultMismatchError", (error) => Effect.logError(error.detail)),
+ * )
+ * ```
+ *
  * @since 0.2.0
  * @category errors
  */
 export class ResultMismatchError extends ResultMismatchErrorBase {
+  /** `method#id:` and what differs from what the call asked for. */
   override get message(): string {
     return `${this.method}#${this.id}: ${this.detail}`
   }
