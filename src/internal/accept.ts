@@ -23,6 +23,7 @@ import { Buffer } from "node:buffer"
 import { timingSafeEqual } from "node:crypto"
 import { readdirSync, readFileSync, readlinkSync } from "node:fs"
 import * as Net from "node:net"
+import { setImmediate } from "node:timers"
 import { parseStat } from "./exitStatus.ts"
 import { HEADER_BYTES } from "./frame.ts"
 
@@ -72,38 +73,56 @@ const groupMembers = (pgid: number): Array<number> => {
   return [pgid, ...others]
 }
 
+/** `:PORT` as /proc/net/tcp spells it. */
+const hexPort = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, "0")}`
+
 /**
- * Whether the peer of an accepted loopback socket is a process of the group
- * `pgid` leads: its socket's inode, from /proc/net/tcp, among the group's
- * open files. `undefined` where /proc cannot tell (not Linux, or the group's
- * files are not readable to this process).
+ * For a batch of accepted loopback sockets, whether each peer is a process of
+ * the group `pgid` leads: its socket's inode, from /proc/net/tcp, among the
+ * group's open files. `undefined` where /proc cannot tell (not Linux, or the
+ * group's files are not readable to this process). The table and the group's
+ * files are read once per batch, so a flood of connections costs one read
+ * each, not one scan of /proc each.
  */
-const peerInGroup = (socket: Net.Socket, pgid: number): boolean | undefined => {
+const peersInGroup = (sockets: ReadonlyArray<Net.Socket>, pgid: number): Array<boolean | undefined> => {
   const table = readOr(() => readFileSync("/proc/net/tcp", "utf8"), undefined)
-  if (table === undefined) return undefined
-  // A peer that has already gone (reset, closed) is no worker.
-  if (socket.destroyed || socket.remotePort === undefined || socket.localPort === undefined) return false
-  const port = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, "0")}`
-  const row = table.split("\n").map((line) => line.trim().split(/\s+/)).find((fields) =>
-    fields[1]?.endsWith(port(socket.remotePort!)) && fields[2]?.endsWith(port(socket.localPort!))
-  )
-  if (row === undefined) return false
-  const target = `socket:[${row[9]}]`
-  const holds = (pid: number) =>
-    readOr(() => readdirSync(`/proc/${pid}/fd`), []).some((fd) =>
-      readOr(() => readlinkSync(`/proc/${pid}/fd/${fd}`), "") === target
-    )
-  let leaderGone = false
-  try {
-    readdirSync(`/proc/${pgid}/fd`)
-  } catch (error) {
-    // Gone (a launcher that exited): only the rest of its group can hold the socket. Unreadable
-    // (narrow permissions): cannot be judged.
-    leaderGone = (error as { code?: unknown }).code === "ENOENT"
-    if (!leaderGone) return undefined
+  if (table === undefined) return sockets.map(() => undefined)
+  const inodeByPorts = new Map<string, string>()
+  for (const line of table.split("\n")) {
+    const fields = line.trim().split(/\s+/)
+    if (fields.length > 9) inodeByPorts.set(`${fields[1]?.slice(-5)} ${fields[2]?.slice(-5)}`, fields[9])
   }
-  // The worker itself connects in the usual case; a wrapper may leave it to a descendant.
-  return (!leaderGone && holds(pgid)) || groupMembers(pgid).slice(1).some(holds)
+  let groupSockets: Set<string> | undefined | null = null
+  const heldByGroup = (): Set<string> | undefined => {
+    if (groupSockets !== null) return groupSockets
+    let members: Array<number>
+    try {
+      readdirSync(`/proc/${pgid}/fd`)
+      members = groupMembers(pgid)
+    } catch (error) {
+      // Gone (a launcher that exited): only the rest of its group can hold the socket. Unreadable
+      // (narrow permissions): cannot be judged.
+      if ((error as { code?: unknown }).code !== "ENOENT") return (groupSockets = undefined)
+      members = groupMembers(pgid).slice(1)
+    }
+    const held = new Set<string>()
+    for (const pid of members) {
+      for (const fd of readOr(() => readdirSync(`/proc/${pid}/fd`), [])) {
+        const link = readOr(() => readlinkSync(`/proc/${pid}/fd/${fd}`), "")
+        if (link.startsWith("socket:[")) held.add(link.slice(8, -1))
+      }
+    }
+    return (groupSockets = held)
+  }
+  return sockets.map((socket) => {
+    // A peer that has already gone (reset, closed) is no worker.
+    if (socket.destroyed || socket.remotePort === undefined || socket.localPort === undefined) return false
+    const inode = inodeByPorts.get(`${hexPort(socket.remotePort)} ${hexPort(socket.localPort)}`)
+    if (inode === undefined) return false
+    const held = heldByGroup()
+    // The worker itself connects in the usual case; a wrapper may leave it to a descendant.
+    return held === undefined ? undefined : held.has(inode)
+  })
 }
 
 /** The longest token frame we read: anything longer is not our worker. */
@@ -180,13 +199,25 @@ export const listen = (
       Deferred.unsafeDone(accepted, Effect.succeed(socket))
     }
 
+    // Judged in batches, once per turn of the event loop: see `peersInGroup`.
+    let toJudge: Array<Net.Socket> = []
+    const judgeBatch = () => {
+      const batch = toJudge
+      toJudge = []
+      const verdicts = peersInGroup(batch, expected!)
+      batch.forEach((socket, i) => {
+        if (connection !== undefined) return socket.destroy()
+        if (verdicts[i] === false) {
+          outsider = { pid: null, pgid: null }
+          return socket.destroy()
+        }
+        take(socket)
+      })
+    }
     const judgeByGroup = (socket: Net.Socket) => {
       if (connection !== undefined) return socket.destroy()
-      if (peerInGroup(socket, expected!) === false) {
-        outsider = { pid: null, pgid: null }
-        return socket.destroy()
-      }
-      take(socket)
+      toJudge.push(socket)
+      if (toJudge.length === 1) setImmediate(judgeBatch)
     }
 
     const server = yield* Effect.acquireRelease(
