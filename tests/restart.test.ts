@@ -214,8 +214,8 @@ describe("supervised restarts", () => {
         const lost = yield* timed(worker.evaluate(old, "Validation"))
         expect({ ...failure(lost.exit) }).toMatchObject({ _tag: "ModelLostError", modelId: old, generation: 1 })
         expect(lost.millis).toBeLessThan(100)
-        yield* awaitGeneration(worker, 2)
-        return [first, worker.pid]
+        // Released before generation 2 starts: the tag finds it if it did.
+        return [first]
       }))
       yield* awaitAllGone(pids, tag)
     })
@@ -512,8 +512,7 @@ describe("scoped model handles", () => {
         expect(closed.exit).toEqual(Exit.void)
         // The model died with generation 1: nothing to release, nothing to wait for.
         expect(closed.millis).toBeLessThan(1_000)
-        yield* awaitGeneration(worker, 2)
-        return [first, worker.pid]
+        return [first]
       }))
       yield* awaitAllGone(pids, tag)
     })
