@@ -153,7 +153,7 @@ describe("PythonWorkerPool", () => {
         expect(pool.waiting()).toBe(1)
         yield* Deferred.succeed(release, undefined)
         yield* Fiber.join(holder)
-        yield* Fiber.join(second)
+        yield* Fiber.join(second).pipe(Effect.timeout("2 seconds"))
         expect(ran).toEqual(["second"])
 
         // A failing caller gives the worker back too.
@@ -167,7 +167,7 @@ describe("PythonWorkerPool", () => {
           const waiter = yield* Effect.fork(pool.withWorker(() => Effect.void))
           for (let i = 0; i < round % 4; i++) yield* Effect.yieldNow()
           yield* Fiber.interrupt(waiter)
-          yield* Fiber.await(busy)
+          yield* Fiber.join(busy).pipe(Effect.timeout("2 seconds"))
         }
         const after = yield* timed(pool.withWorker((worker) => worker.hello()).pipe(Effect.timeout("2 seconds")))
         expect(Exit.isSuccess(after.exit)).toBe(true)

@@ -278,7 +278,7 @@ describe("supervised restarts", () => {
           )
           const first = worker.pid
           process.kill(first, "SIGKILL")
-          const events = yield* awaitEvent(worker, "GaveUp").pipe(Effect.timeout("10 seconds"))
+          const events = yield* awaitEvent(worker, "GaveUp")
           for (const method of ["hello", "capabilityProbe"] as const) {
             const call = yield* timed<unknown, CallError, never>(worker[method]())
             const error = failure(call.exit)
