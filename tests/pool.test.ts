@@ -12,11 +12,12 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import process from "node:process"
 import type { PythonWorker } from "../src/PythonWorker.ts"
 import { PythonWorkerPool } from "../src/PythonWorkerPool.ts"
-import { tempDir } from "./helpers.ts"
+import { awaitGone, faultWorker, tempDir } from "./helpers.ts"
 import {
   attempts,
   awaitAllGone,
@@ -72,6 +73,23 @@ describe("PythonWorkerPool", () => {
       expect(built).toBeLessThan(1_000)
       yield* awaitAllGone(pids, tag)
     })
+  })
+
+  it.live("release stops the workers together: two that ignore shutdown and SIGTERM take one grace, not two", () => {
+    const faults = [0, 1].map(() => faultWorker([{ at: 2, fault: "hang" }], { ignoreSigterm: true }))
+    return Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const pool = yield* PythonWorkerPool.make({ size: 2, options: (index) => faults[index].options }).pipe(
+        Effect.provide(NodeContext.layer),
+        Scope.extend(scope),
+      )
+      const pids = pidsOf(pool)
+      const release = yield* timed(Scope.close(scope, Exit.void))
+      // Each: shutdownTimeout (300) unanswered, then terminateGrace (300) ignored, then SIGKILL.
+      expect(release.millis).toBeGreaterThanOrEqual(550)
+      expect(release.millis).toBeLessThan(1_000)
+      yield* awaitGone(pids)
+    }).pipe(Effect.ensuring(Effect.forEach(faults, (fault) => fault.cleanup)))
   })
 
   it.scopedLive("a failed start of one worker fails the pool with its error and stops the other", () => {
