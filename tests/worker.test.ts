@@ -13,7 +13,18 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { existsSync, readFileSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { PythonWorker } from "../src/mod.ts"
-import { awaitGone, cached, candidate, generated, isAlive, patch, tempDir, testPython, wireId, writeShards } from "./helpers.ts"
+import {
+  awaitGone,
+  cached,
+  candidate,
+  generated,
+  isAlive,
+  patch,
+  tempDir,
+  testPython,
+  wireId,
+  writeShards,
+} from "./helpers.ts"
 
 const config = { dataset_seed: 7, seed: 3, examples_per_microshard: 32 }
 const options: PythonWorker.Options = {

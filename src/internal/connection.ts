@@ -66,6 +66,7 @@ export type CloseReason = Data.TaggedEnum<{
   /** An answer did not come in time: the worker's state cannot be trusted. */
   TimedOut: { readonly error: RpcTimeoutError }
   /** Closed by its owner. */
+  // deno-lint-ignore ban-types
   Closed: {}
 }>
 
@@ -125,6 +126,8 @@ export interface Connection {
   readonly close: (reason: CloseReason) => void
   /** Calls waiting for the wire, the one on it included. */
   readonly inFlight: () => number
+  /** Closes as the stream's end would: `Ended`, with the frame cut short if one was. */
+  readonly end: () => void
 }
 
 /** Bytes of `{"id":,"method":"","params":}` around an id of at most 16 digits. */
@@ -371,5 +374,6 @@ export const make = (options: {
       reason: () => reason,
       close,
       inFlight: () => waitingCalls,
+      end: () => close(CloseReason.Ended({ truncated: decoder.end() })),
     } satisfies Connection
   })

@@ -111,7 +111,11 @@ export const awaitDeath = (
       Effect.map(process.exited, Either.right),
     )
     if (Either.isLeft(why) && (why.left._tag === "TimedOut" || why.left._tag === "Faulted")) process.kill()
-    if (Either.isRight(why)) connection.close({ _tag: "Ended", truncated: undefined })
+    if (Either.isRight(why)) {
+      // Exited first: what it wrote may still be on its way; the stream's own end says more.
+      yield* connection.closed.pipe(Effect.timeoutOption(EXIT_SETTLE))
+      connection.end()
+    }
     const status = yield* process.exited.pipe(Effect.timeoutOption(EXIT_SETTLE))
     yield* died(deathWith(status, yield* process.stderrTail))
   }).pipe(Effect.onInterrupt(() => Effect.flatMap(process.exitStatus, (status) => died(deathWith(status, "")))))

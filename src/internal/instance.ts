@@ -16,7 +16,7 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import { type Hello, type ModelIds, PROTOCOL_VERSIONS, type Rpc, Rpcs } from "../Protocol.ts"
+import { type Hello, type ModelIds, PROTOCOL_VERSIONS, Rpcs } from "../Protocol.ts"
 import type { CallOptions, WorkerDeath } from "../PythonWorker.ts"
 import {
   type CallError,
@@ -35,6 +35,7 @@ import type { Calls } from "./manager.ts"
 import * as ModelIdsOf from "./modelIds.ts"
 import { type Timing, timingOf } from "./observe.ts"
 import type { WorkerProcess } from "./process.ts"
+import type { RpcFor } from "./rpcTypes.ts"
 
 /** @internal */
 export interface Instance {
@@ -64,7 +65,7 @@ export interface CallContext {
 export const callOn = <P, R, A>(
   context: CallContext,
   instance: Instance,
-  rpc: Rpc<P, any, R, any, any, A>,
+  rpc: RpcFor<P, R, A>,
   build: (ids: ModelIds) => P,
   finish: (result: R, ids: ModelIds) => A,
   timing: Timing,
@@ -126,7 +127,7 @@ export const instanceCalls = (
   instance: Instance,
 ): Calls => {
   const direct = <P, R, A>(
-    rpc: Rpc<P, any, R, any, any, A>,
+    rpc: RpcFor<P, R, A>,
     build: (ids: ModelIds) => P,
     finish: (result: R, ids: ModelIds) => A,
     callOptions: CallOptions | undefined,

@@ -15,7 +15,7 @@
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
@@ -30,17 +30,16 @@ import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
-import { type Hello, type ModelIds, PROTOCOL_VERSIONS, type Rpc, Rpcs } from "../Protocol.ts"
+import { type Hello, type ModelIds, type Rpc, Rpcs } from "../Protocol.ts"
 import type { CallOptions, WorkerDeath, WorkerEvent } from "../PythonWorker.ts"
 import {
   type CallError,
   ModelLostError,
-  ProtocolError,
   RpcTimeoutError,
   WorkerClosedError,
   WorkerGaveUpError,
 } from "../WorkerError.ts"
-import { type CloseReason, Lost, make as makeConnection } from "./connection.ts"
+import { type CloseReason, Lost } from "./connection.ts"
 import { afterDeath, awaitDeath, describeDeath, exitFields, lostOnWire } from "./death.ts"
 import {
   type CallContext,
@@ -54,6 +53,7 @@ import { bounded } from "./json.ts"
 import type { Launched, LaunchError } from "./launcher.ts"
 import * as Metrics from "./metrics.ts"
 import { observe, type Timing, timingOf } from "./observe.ts"
+import type { RpcFor, RpcGiving } from "./rpcTypes.ts"
 
 /** The least time between a death and the next start, whatever the schedule says: a crash loop never spins. */
 const MIN_RESTART_DELAY_MILLIS = 100
@@ -80,7 +80,7 @@ export interface ManagerOptions<E> {
  */
 export interface Calls {
   readonly invoke: <A>(
-    rpc: Rpc<any, any, any, any, any, A>,
+    rpc: RpcGiving<A>,
     args: ReadonlyArray<unknown>,
     options: CallOptions | undefined,
     span?: Tracer.Span,
@@ -108,6 +108,7 @@ type State = Data.TaggedEnum<{
   Restarting: { readonly generation: number }
   /** No worker any more: every call fails at once with `error(method)`. */
   Stopped: { readonly error: (method: string) => CallError }
+  // deno-lint-ignore ban-types
   Closing: {}
 }>
 const State = Data.taggedEnum<State>()
@@ -158,7 +159,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
     }
     const onInstance = <P, R, A>(
       instance: Instance,
-      rpc: Rpc<P, any, R, any, any, A>,
+      rpc: RpcFor<P, R, A>,
       build: (ids: ModelIds) => P,
       finish: (result: R, ids: ModelIds) => A,
       timing: Timing,
@@ -169,7 +170,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
 
     /** Runs a call on the current worker, waiting (within its deadline) while one restarts. */
     const run = <P, R, A>(
-      rpc: Rpc<P, any, R, any, any, A>,
+      rpc: RpcFor<P, R, A>,
       build: (ids: ModelIds) => P,
       finish: (result: R, ids: ModelIds) => A,
       callOptions: CallOptions | undefined,
@@ -329,11 +330,16 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
         if (instance.connection.reason() === undefined) {
           // No call deadline (which would SIGKILL at once): past shutdownTimeout
           // the worker still gets SIGTERM and a grace to clean up.
-          const acknowledged = yield* calls(instance).raw(Rpcs.shutdown, null, undefined).pipe(
-            Effect.interruptible,
-            Effect.timeout(options.shutdownTimeout),
-            Effect.isSuccess,
+          const acknowledged = yield* instanceCalls(context, Option.none(), instance).raw(
+            Rpcs.shutdown,
+            null,
+            undefined,
           )
+            .pipe(
+              Effect.interruptible,
+              Effect.timeout(options.shutdownTimeout),
+              Effect.isSuccess,
+            )
           if (acknowledged) {
             yield* instance.process.exited.pipe(Effect.interruptible, Effect.timeoutOption(options.shutdownTimeout))
           }

@@ -14,13 +14,16 @@
  */
 export const permissionFlag = (
   error: unknown,
-  hint: { readonly run?: string; readonly net?: string; readonly path?: string } = {},
+  hint: { readonly net?: string; readonly path?: string } = {},
 ): string | undefined => {
   const message = errorText(error)
   const match = /Requires (\w+) access(?: to "?([^",]*)"?)?/.exec(message)
   if (match === null) return undefined
   const kind = match[1]
-  const target = match[2] ?? (kind === "run" ? hint.run : kind === "net" ? hint.net : hint.path)
+  // Run and env cannot be narrowed: signalling the worker's process group needs all of --allow-run,
+  // and spawning reads the whole environment.
+  if (kind === "run" || kind === "env") return `--allow-${kind}`
+  const target = match[2] ?? (kind === "net" ? hint.net : hint.path)
   return target === undefined || target === "" ? `--allow-${kind}` : `--allow-${kind}=${target}`
 }
 

@@ -78,7 +78,7 @@ const exitStatusOf = (exit: Effect.Effect<CommandExecutor.ExitCode, PlatformErro
 
 /** The error never quotes the arguments: with `configVia: "argv"` they hold the workload config. */
 const spawnError = (executable: string, args: ReadonlyArray<string>) => (error: PlatformError) => {
-  const flag = permissionFlag(error, { run: executable })
+  const flag = permissionFlag(error)
   const reason = flag !== undefined
     ? "PermissionDenied"
     : error._tag === "SystemError" && (error.reason === "NotFound" || error.reason === "PermissionDenied")

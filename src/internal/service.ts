@@ -8,10 +8,11 @@
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
-import { type Rpc, Rpcs } from "../Protocol.ts"
+import { Rpcs } from "../Protocol.ts"
 import type { CallOptions, PythonWorker, WorkerEvent } from "../PythonWorker.ts"
 import type { CallError } from "../WorkerError.ts"
 import type { Calls } from "./manager.ts"
+import type { AnyRpc } from "./rpcTypes.ts"
 
 type Methods = PythonWorker.Methods
 
@@ -23,7 +24,7 @@ type Methods = PythonWorker.Methods
  */
 const spanOptions = { captureStackTrace: false } as const
 
-const method = (calls: Calls, name: string, rpc: Rpc<any, any, any, any, any, any>) => {
+const method = (calls: Calls, name: string, rpc: AnyRpc) => {
   const spanName = `PythonWorker.${name}`
   return (...args: ReadonlyArray<unknown>) => {
     const callOptions = args.length > rpc.arity ? args[rpc.arity] as CallOptions | undefined : undefined
