@@ -121,7 +121,10 @@ export class WorkerConnectError extends WorkerConnectErrorBase {
   override get message(): string {
     const who = `Python worker (pid ${this.pid ?? "?"})`
     const head = this.reason === "ProcessExited"
-      ? `${who} ${describeExit(this.exitCode, this.signal)} before connecting back`
+      ? `${who} ${describeExit(this.exitCode, this.signal)} before connecting back` +
+        (this.exitCode === 0
+          ? " (a worker never does that by itself: did a launcher such as setsid hand Python to another session?)"
+          : "")
       : this.reason === "Timeout"
       ? `${who} did not connect back within ${this.timeoutMillis} ms`
       : this.reason === "OutsideProcessGroup"
