@@ -233,12 +233,7 @@ describe("spans", () => {
     })
   })
 
-  // BUG (reported): `worker.model_id` is the worker's own id ("m1"), not the
-  // id the caller holds ("w0.g1:m1"): every worker of a pool, and every
-  // generation, counts from m1, so spans of different models carry the same
-  // value (manager.ts, `onInstance`: `timing.stats.modelId = rpc.modelOf(params)`
-  // reads the wire params).
-  it.live.fails("worker.model_id is the model id the caller holds, distinct across the workers of a pool", () => {
+  it.live("worker.model_id is the model id the caller holds, distinct across the workers of a pool", () => {
     const tag = newTag()
     return Effect.gen(function* () {
       const { tracer, spans } = yield* recordingTracer

@@ -240,11 +240,7 @@ describe("PythonWorkerPool", () => {
     })
   })
 
-  // BUG (reported): `workerOf` reads the index as `Number(prefix.slice(1, -1))`,
-  // and `Number("") === 0`: an id with no pool prefix (a single worker's
-  // "g1:m1") is routed to worker 0 instead of being refused; "w00.g1:m1" is
-  // routed to worker 0 too, which then refuses it as another worker's.
-  it.live.fails("workerOf refuses a model id without this pool's prefix (a single worker's id)", () => {
+  it.live("workerOf refuses a model id without this pool's prefix (a single worker's id)", () => {
     const tag = newTag()
     return Effect.gen(function* () {
       const pids = yield* Effect.scoped(Effect.gen(function* () {

@@ -200,9 +200,7 @@ describe("supervised restarts", () => {
     }).pipe(Effect.ensuring(fault.cleanup))
   })
 
-  // BUG (reported): same cause as the scoped-release test below: while the
-  // next generation starts, a stale model id waits for it instead of failing.
-  it.live.fails("a model id of a dead generation fails at once even while the next generation is starting", () => {
+  it.live("a model id of a dead generation fails at once even while the next generation is starting", () => {
     const tag = newTag()
     return Effect.gen(function* () {
       const pids = yield* Effect.scoped(Effect.gen(function* () {
@@ -493,12 +491,7 @@ describe("scoped model handles", () => {
     })
   })
 
-  // BUG (reported): a call naming a model of a dead generation waits for the
-  // next generation's start before failing with ModelLostError (manager.ts,
-  // `run`, case "Restarting"), so the release of a scoped model whose worker
-  // died blocks the scope's close for the whole restart delay (here 2 s; up to
-  // 10 s under defaultRestart, and for ever in a crash loop).
-  it.live.fails("the release of a model whose worker died does not wait for the restart", () => {
+  it.live("the release of a model whose worker died does not wait for the restart", () => {
     const tag = newTag()
     return Effect.gen(function* () {
       const pids = yield* Effect.scoped(Effect.gen(function* () {

@@ -209,6 +209,10 @@ def _start_orphan_guard():
         except OSError:
             pass
         killed = "?"
+        # Every /proc read below gives the GIL away: a main thread busy in Python
+        # code would keep it for a whole switch interval (5 ms) each time, and a
+        # walk of a few hundred processes would take seconds. Take it back fast.
+        sys.setswitchinterval(1e-4)
         try:
             killed = kill_descendants()
         finally:

@@ -73,6 +73,15 @@ const groupMembers = (pgid: number): Array<number> => {
   return [pgid, ...others]
 }
 
+/** Under Deno without `--allow-net` for 127.0.0.1, the error a listen would throw; elsewhere `undefined`. */
+const netDenied = (): Error | undefined => {
+  const deno = (globalThis as { Deno?: { permissions?: { querySync?: (d: object) => { state: string } } } }).Deno
+  const state = deno?.permissions?.querySync?.({ name: "net", host: "127.0.0.1" }).state
+  return state === undefined || state === "granted"
+    ? undefined
+    : new Error('Requires net access to "127.0.0.1", run again with the --allow-net flag')
+}
+
 /** `:PORT` as /proc/net/tcp spells it. */
 const hexPort = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, "0")}`
 
@@ -220,6 +229,9 @@ export const listen = (
       if (toJudge.length === 1) setImmediate(judgeBatch)
     }
 
+    // Deno refuses the listen from a later tick, as an uncaught error: ask first.
+    const denied = netDenied()
+    if (denied !== undefined) return yield* Effect.fail({ cause: denied })
     const server = yield* Effect.acquireRelease(
       Effect.async<Net.Server, { readonly cause: unknown }>((resume) => {
         let server: Net.Server

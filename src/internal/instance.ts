@@ -95,7 +95,9 @@ export const callOn = <P, R, A>(
   if (Either.isLeft(paramsJson)) return Effect.fail(paramsJson.left)
   timing.stats.pid = instance.pid
   timing.stats.generation = instance.generation
-  timing.stats.modelId = rpc.modelOf(params)
+  // The id the caller holds: every process counts its own from m1.
+  const model = rpc.modelOf(params)
+  timing.stats.modelId = model === undefined ? undefined : ids.fromWire(model)
   timing.stats.connection = instance.connection
   return instance.connection.call(
     {

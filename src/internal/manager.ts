@@ -52,6 +52,7 @@ import {
 import { bounded } from "./json.ts"
 import type { Launched, LaunchError } from "./launcher.ts"
 import * as Metrics from "./metrics.ts"
+import * as ModelIdTags from "./modelIds.ts"
 import { observe, type Timing, timingOf } from "./observe.ts"
 import type { RpcFor, RpcGiving } from "./rpcTypes.ts"
 
@@ -183,8 +184,17 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
               return Effect.fail(state.error(rpc.method))
             case "Closing":
               return Effect.fail(new WorkerClosedError({ method: rpc.method }))
-            case "Restarting":
+            case "Restarting": {
+              // A model of a dead process is lost whatever starts next: no need to wait for it.
+              try {
+                build(ModelIdTags.make(options.idPrefix, state.generation))
+              } catch (error) {
+                if (error instanceof ModelIdTags.StaleId) {
+                  return Effect.fail(context.modelLost(rpc.method, error, state.generation))
+                }
+              }
               return Effect.zipRight(awaitChange(rpc.method, timing), attempt)
+            }
             case "Running": {
               const instance = state.instance
               return onInstance(instance, rpc, build, finish, timing).pipe(

@@ -67,7 +67,7 @@ export const make = <E = never>(
 
     const workerOf = (modelId: string): Effect.Effect<PythonWorker.Service, InvalidArgumentError> => {
       const tag = parseModelId(modelId)
-      const index = tag === undefined ? NaN : Number(tag.prefix.slice(1, -1))
+      const index = tag !== undefined && /^w(?:0|[1-9]\d*)\.$/.test(tag.prefix) ? Number(tag.prefix.slice(1, -1)) : NaN
       return Number.isInteger(index) && index >= 0 && index < workers.length
         ? Effect.succeed(workers[index])
         : Effect.fail(
