@@ -47,6 +47,8 @@ export interface Instance {
   readonly process: WorkerProcess
   readonly scope: Scope.CloseableScope
   readonly died: Deferred.Deferred<WorkerDeath>
+  /** The model ids of this generation. */
+  readonly ids: ModelIds
 }
 
 /** @internal */
@@ -76,7 +78,7 @@ export const callOn = <P, R, A>(
       new MissingCapabilityError({ method, capability: rpc.capability, advertised: [...instance.capabilities] }),
     )
   }
-  const ids = ModelIdsOf.make(context.idPrefix, instance.generation)
+  const ids = instance.ids
   let params: P
   try {
     params = build(ids)
@@ -172,6 +174,7 @@ export interface StartOptions<E> {
   readonly connectTimeout: Duration.Duration
   readonly callTimeout: Option.Option<Duration.Duration>
   readonly onStart: ((worker: Calls) => Effect.Effect<unknown, E>) | undefined
+  readonly idPrefix: string
   /** Starts watching the instance for its death, from its launch on. */
   readonly watch: (instance: Instance) => Effect.Effect<unknown>
   readonly calls: (instance: Instance) => Calls
@@ -207,6 +210,7 @@ export const startInstance = <E>(
         process: proc,
         scope: instanceScope,
         died: yield* Deferred.make<WorkerDeath>(),
+        ids: ModelIdsOf.make(options.idPrefix, generation),
       }
       yield* options.watch(instance)
       // The handshake is part of starting: without a callTimeout, what is

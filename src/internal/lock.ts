@@ -57,9 +57,20 @@ export const makeFreeList = <A>(items: Iterable<A>): FreeList<A> => {
   }
 
   const take = (): Ticket<A> => {
+    if (free.length > 0 && waiters.size === 0) {
+      // Free: no waiting, and nothing to cancel but handing the item back.
+      const item = free.shift()!
+      let held = true
+      return {
+        wait: Effect.succeed(item),
+        cancel: () => {
+          if (held) give(item)
+          held = false
+        },
+      }
+    }
     const waiter: Waiter<A> = { item: undefined, wake: undefined }
-    if (free.length > 0 && waiters.size === 0) waiter.item = { value: free.shift()! }
-    else waiters.add(waiter)
+    waiters.add(waiter)
     return {
       wait: Effect.async<A>((resume) => {
         if (waiter.item !== undefined) return resume(Effect.succeed(waiter.item.value))

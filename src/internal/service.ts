@@ -26,14 +26,12 @@ const spanOptions = { captureStackTrace: false } as const
 
 const method = (calls: Calls, name: string, rpc: AnyRpc) => {
   const spanName = `PythonWorker.${name}`
+  // Made once: the span copies what it needs.
+  const options = { ...spanOptions, attributes: { "rpc.method": rpc.method } }
   return (...args: ReadonlyArray<unknown>) => {
     const callOptions = args.length > rpc.arity ? args[rpc.arity] as CallOptions | undefined : undefined
     const positional = args.length > rpc.arity ? args.slice(0, rpc.arity) : args
-    return Effect.useSpan(
-      spanName,
-      { ...spanOptions, attributes: { "rpc.method": rpc.method } },
-      (span) => calls.invoke(rpc, positional, callOptions, span),
-    )
+    return Effect.useSpan(spanName, options, (span) => calls.invoke(rpc, positional, callOptions, span))
   }
 }
 
