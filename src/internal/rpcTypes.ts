@@ -5,7 +5,8 @@
  *
  * @internal
  */
-import type { Rpc } from "../Protocol.ts"
+import type * as Schema from "effect/Schema"
+import type { Rpc } from "../Rpc.ts"
 
 /**
  * An `Rpc` known by its params, result and service result only.
@@ -27,3 +28,22 @@ export type AnyRpc = Rpc<any, any, any, any, any, any>
  * @internal
  */
 export type RpcGiving<A> = Rpc<any, any, any, any, any, A>
+
+/**
+ * The `Rpc` sending `Params` and answering `Result`, called with `Args` and giving `A`.
+ *
+ * @internal
+ */
+export type RpcOf<
+  Params extends Schema.Schema.Any,
+  Result extends Schema.Schema.Any,
+  Args extends ReadonlyArray<any>,
+  A,
+> = Rpc<
+  Schema.Schema.Type<Params>,
+  Schema.Schema.Encoded<Params>,
+  Schema.Schema.Type<Result>,
+  Schema.Schema.Encoded<Result>,
+  Args,
+  A
+>

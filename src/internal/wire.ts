@@ -1,6 +1,6 @@
 /**
  * Schema helpers for snake_case wire names, typed in full so that JSR need not
- * infer them (the same shapes as in Protocol.ts).
+ * infer them, and the wire's number schemas.
  *
  * @internal
  */
@@ -38,6 +38,25 @@ export type DefaultWire<S extends Schema.Schema.All, Key extends string> = Schem
   true,
   Schema.Schema.Context<S>
 >
+
+/**
+ * An unsigned 32-bit integer.
+ *
+ * @internal
+ */
+export const U32: Schema.filter<typeof Schema.Int> = Schema.Int.pipe(Schema.between(0, 0xffff_ffff))
+/**
+ * An unsigned 64-bit integer, as far as JavaScript numbers go.
+ *
+ * @internal
+ */
+export const U64: typeof Schema.NonNegativeInt = Schema.NonNegativeInt
+/**
+ * A float: JSON has no NaN or Infinity.
+ *
+ * @internal
+ */
+export const F64: typeof Schema.JsonNumber = Schema.JsonNumber
 
 /** @internal */
 export const wire = <S extends Schema.Schema.All, const Key extends string>(schema: S, key: Key): Wire<S, Key> =>
