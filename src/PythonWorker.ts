@@ -12,25 +12,21 @@
  *
  * @since 0.1.0
  */
-import * as CommandExecutor from "@effect/platform/CommandExecutor"
-import * as FileSystem from "@effect/platform/FileSystem"
+import type * as CommandExecutor from "@effect/platform/CommandExecutor"
+import type * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
+import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Schedule from "effect/Schedule"
+import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
-import * as launcher from "./internal/launcher.ts"
-import * as manager from "./internal/manager.ts"
-import * as runtime from "./internal/runtime.ts"
+import type * as Stream from "effect/Stream"
 import * as internalOptions from "./internal/options.ts"
-import * as service from "./internal/service.ts"
+import * as internalWorker from "./internal/worker.ts"
 import type { Hello, Rpc, Rpcs } from "./Protocol.ts"
-import { type CallError, InvalidArgumentError, type StartError } from "./WorkerError.ts"
+import type { CallError, StartError } from "./WorkerError.ts"
 
 /**
  * The layer's data options, checked before anything is spawned: every
@@ -131,21 +127,17 @@ export type WorkerEvent =
  * import { Schedule } from "effect"
  * import { defaultRestart, PythonWorker } from "@burn-p2p/python-worker"
  *
- * // The default budget, but never sooner than 2 s after a death.
+ * // The default budget, but never sooner than 2 s after a death (`intersect` waits for the longer delay).
  * const layer = PythonWorker.layer({
  *   workloadFactory: "my_pkg.workload:make",
- *   restart: Schedule.union(defaultRestart, Schedule.spaced("2 seconds").pipe(Schedule.intersect(Schedule.recurs(5)))),
+ *   restart: Schedule.intersect(defaultRestart, Schedule.spaced("2 seconds")),
  * })
  * ```
  *
  * @since 0.2.0
  * @category constructors
  */
-export const defaultRestart: Schedule.Schedule<unknown, WorkerDeath> = Schedule.exponential("250 millis").pipe(
-  Schedule.union(Schedule.spaced("10 seconds")),
-  Schedule.intersect(Schedule.recurs(5)),
-  Schedule.resetAfter("3 minutes"),
-)
+export const defaultRestart: Schedule.Schedule<unknown, WorkerDeath> = internalWorker.defaultRestart
 
 /**
  * The types of the `PythonWorker` service: its options, its methods, the
@@ -262,52 +254,7 @@ export const make = <E = never>(
   PythonWorker.Service,
   StartError | E,
   Scope.Scope | CommandExecutor.CommandExecutor | FileSystem.FileSystem
-> => makeWith(options, "")
-
-/**
- * `make`, with model ids tagged by `idPrefix` (a pool's worker index).
- *
- * @internal
- */
-export const makeWith = <E>(
-  options: PythonWorker.Options<E>,
-  idPrefix: string,
-): Effect.Effect<
-  PythonWorker.Service,
-  StartError | E,
-  Scope.Scope | CommandExecutor.CommandExecutor | FileSystem.FileSystem
-> =>
-  Effect.gen(function* () {
-    const { restart = defaultRestart, onStart, ...data } = options ?? {}
-    if (restart !== "never" && !Schedule.isSchedule(restart)) {
-      return yield* new InvalidArgumentError({
-        where: "PythonWorker.layer",
-        detail: 'restart must be a Schedule or "never"',
-      })
-    }
-    if (onStart !== undefined && typeof onStart !== "function") {
-      return yield* new InvalidArgumentError({ where: "PythonWorker.layer", detail: "onStart must be a function" })
-    }
-    const config = internalOptions.decode(data)
-    if (Either.isLeft(config)) return yield* config.left
-    // The runtime's files, written once per content hash into a per-user cache: first on PYTHONPATH.
-    const runtimeRoot = yield* runtime.materialize
-    // Only these two: the caller's Scope must not stand in for each worker process's own.
-    const context = Context.pick(CommandExecutor.CommandExecutor, FileSystem.FileSystem)(
-      yield* Effect.context<CommandExecutor.CommandExecutor | FileSystem.FileSystem>(),
-    )
-    const supervised = yield* manager.make<E>({
-      launch: () => Effect.provide(launcher.launch(config.right, runtimeRoot), context),
-      maxFrameBytes: config.right.maxFrameBytes,
-      connectTimeout: config.right.connectTimeout,
-      callTimeout: config.right.callTimeout,
-      shutdownTimeout: config.right.shutdownTimeout,
-      restart,
-      onStart: onStart === undefined ? undefined : (calls) => onStart(service.make(calls, Stream.empty)),
-      idPrefix,
-    })
-    return service.make(supervised, supervised.events)
-  }).pipe(Effect.withSpan("PythonWorker.make"))
+> => internalWorker.make(options, "")
 
 /**
  * A scoped layer owning one supervised worker. Provides its own Node platform

@@ -16,6 +16,7 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as manager from "../src/internal/manager.ts"
+import type { Calls } from "../src/internal/calls.ts"
 import { Rpcs } from "../src/Protocol.ts"
 import type { WorkerEvent } from "../src/PythonWorker.ts"
 import {
@@ -72,11 +73,10 @@ const failure = <A, E>(exit: Exit.Exit<A, E>): E => {
   return error
 }
 
-const hello = (m: manager.Calls, timeout?: number) =>
-  m.raw(Rpcs.hello, null, timeout === undefined ? undefined : { timeout })
-const train = (m: manager.Calls, modelId: string, timeout?: number) =>
+const hello = (m: Calls, timeout?: number) => m.raw(Rpcs.hello, null, timeout === undefined ? undefined : { timeout })
+const train = (m: Calls, modelId: string, timeout?: number) =>
   m.invoke(Rpcs.trainWindow, [modelId, []], timeout === undefined ? undefined : { timeout })
-const initModel = (m: manager.Calls) => m.invoke(Rpcs.initModel, ["cpu"], undefined)
+const initModel = (m: Calls) => m.invoke(Rpcs.initModel, ["cpu"], undefined)
 
 /** Every event from now on (and the replayed ones before). */
 const collectEvents = (m: manager.Manager) =>

@@ -11,7 +11,8 @@ import * as Schema from "effect/Schema"
 import { Buffer } from "node:buffer"
 import type { Rpc } from "../Protocol.ts"
 import { type CallError, InvalidArgumentError, ProtocolError, RemoteError } from "../WorkerError.ts"
-import { type Envelope, requestBytes } from "./connection.ts"
+import type { Envelope } from "./connection.ts"
+import { requestBytes } from "./frame.ts"
 import { bounded, jsonProblem } from "./json.ts"
 
 /** Longest remote message and traceback kept in a `RemoteError`. */

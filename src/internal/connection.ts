@@ -17,41 +17,11 @@ import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
 import { Buffer } from "node:buffer"
-import type * as Net from "node:net"
 import { type CallError, ProtocolError, RpcTimeoutError } from "../WorkerError.ts"
-import { encodeRequestFrame, FrameDecoder, type FrameFault, HEADER_BYTES } from "./frame.ts"
+import { describeFault, encodeRequestFrame, FrameDecoder, type FrameFault, HEADER_BYTES } from "./frame.ts"
 import { bounded } from "./json.ts"
 import * as Lock from "./lock.ts"
-
-/**
- * The byte stream to the worker: a socket, or an in-memory pair in tests.
- *
- * @internal
- */
-export interface Transport {
-  readonly write: (frame: Uint8Array) => void
-  readonly destroy: () => void
-  /** Registers the handlers, once: `data` per chunk, `end` once when the stream ends or breaks. */
-  readonly listen: (handlers: { readonly data: (chunk: Uint8Array) => void; readonly end: () => void }) => void
-}
-
-/** @internal */
-export const fromSocket = (socket: Net.Socket): Transport => ({
-  write: (frame) => void socket.write(frame),
-  destroy: () => socket.destroy(),
-  listen: ({ data, end }) => {
-    let ended = false
-    const once = () => {
-      if (ended) return
-      ended = true
-      end()
-    }
-    socket.on("data", data)
-    socket.on("end", once)
-    socket.on("error", once)
-    socket.on("close", once)
-  },
-})
+import type { Transport } from "./transport.ts"
 
 /**
  * Why a connection closed.
@@ -130,25 +100,7 @@ export interface Connection {
   readonly end: () => void
 }
 
-/** Bytes of `{"id":,"method":"","params":}` around an id of at most 16 digits. */
-const envelopeBytes = (method: string) => HEADER_BYTES + 30 + 16 + Buffer.byteLength(method, "utf8")
-
-/**
- * The frame size a request of `paramsBytes` would take.
- *
- * @internal
- */
-export const requestBytes = (method: string, paramsBytes: number): number => envelopeBytes(method) + paramsBytes
-
 const utf8 = new TextDecoder("utf-8", { fatal: true })
-
-const describeFault = (fault: FrameFault): string =>
-  fault._tag === "FrameTooLarge"
-    ? `a frame announced ${fault.length} bytes, above maxFrameBytes ${fault.maxFrameBytes}`
-    : `the stream ended ${fault.received} bytes into a ${fault.expected}-byte frame`
-
-/** @internal */
-export { describeFault }
 
 interface Pending {
   readonly id: number

@@ -125,3 +125,23 @@ export class FrameDecoder {
     return low
   }
 }
+
+/** Bytes of `{"id":,"method":"","params":}` around an id of at most 16 digits. */
+const envelopeBytes = (method: string) => HEADER_BYTES + 30 + 16 + Buffer.byteLength(method, "utf8")
+
+/**
+ * The frame size a request of `paramsBytes` would take.
+ *
+ * @internal
+ */
+export const requestBytes = (method: string, paramsBytes: number): number => envelopeBytes(method) + paramsBytes
+
+/**
+ * What a framing fault means, in words.
+ *
+ * @internal
+ */
+export const describeFault = (fault: FrameFault): string =>
+  fault._tag === "FrameTooLarge"
+    ? `a frame announced ${fault.length} bytes, above maxFrameBytes ${fault.maxFrameBytes}`
+    : `the stream ended ${fault.received} bytes into a ${fault.expected}-byte frame`

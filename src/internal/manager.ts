@@ -30,7 +30,7 @@ import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
-import { type Hello, type ModelIds, type Rpc, Rpcs } from "../Protocol.ts"
+import { type ModelIds, Rpcs } from "../Protocol.ts"
 import type { CallOptions, WorkerDeath, WorkerEvent } from "../PythonWorker.ts"
 import {
   type CallError,
@@ -50,11 +50,12 @@ import {
   startInstance,
 } from "./instance.ts"
 import { bounded } from "./json.ts"
+import type { Calls } from "./calls.ts"
 import type { Launched, LaunchError } from "./launcher.ts"
 import * as Metrics from "./metrics.ts"
 import * as ModelIdTags from "./modelIds.ts"
 import { observe, type Timing, timingOf } from "./observe.ts"
-import type { RpcFor, RpcGiving } from "./rpcTypes.ts"
+import type { RpcFor } from "./rpcTypes.ts"
 
 /** The least time between a death and the next start, whatever the schedule says: a crash loop never spins. */
 const MIN_RESTART_DELAY_MILLIS = 100
@@ -72,30 +73,6 @@ export interface ManagerOptions<E> {
   readonly onStart: ((worker: Calls) => Effect.Effect<unknown, E>) | undefined
   /** Put before model ids' generation tag: which worker of a pool made them. */
   readonly idPrefix: string
-}
-
-/**
- * What a caller needs of one worker: run any `Rpc` by its service mapping.
- *
- * @internal
- */
-export interface Calls {
-  readonly invoke: <A>(
-    rpc: RpcGiving<A>,
-    args: ReadonlyArray<unknown>,
-    options: CallOptions | undefined,
-    span?: Tracer.Span,
-  ) => Effect.Effect<A, CallError>
-  /** Wire params and result as they are: no model id mapping. */
-  readonly raw: <P, PI, R, RI>(
-    rpc: Rpc<P, PI, R, RI>,
-    params: P,
-    options: CallOptions | undefined,
-    span?: Tracer.Span,
-  ) => Effect.Effect<R, CallError>
-  readonly pid: () => number
-  readonly generation: () => number
-  readonly info: () => Hello
 }
 
 /** @internal */

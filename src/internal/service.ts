@@ -11,7 +11,7 @@ import type * as Stream from "effect/Stream"
 import { Rpcs } from "../Protocol.ts"
 import type { CallOptions, PythonWorker, WorkerEvent } from "../PythonWorker.ts"
 import type { CallError } from "../WorkerError.ts"
-import type { Calls } from "./manager.ts"
+import type { Calls } from "./calls.ts"
 import type { AnyRpc } from "./rpcTypes.ts"
 
 type Methods = PythonWorker.Methods

@@ -1,0 +1,36 @@
+/**
+ * What a caller needs of one worker, supervised or one process of it: any
+ * `Rpc` run by its service mapping, or with its wire params as they are.
+ *
+ * @internal
+ */
+import type * as Effect from "effect/Effect"
+import type * as Tracer from "effect/Tracer"
+import type { Hello, Rpc } from "../Protocol.ts"
+import type { CallOptions } from "../PythonWorker.ts"
+import type { CallError } from "../WorkerError.ts"
+import type { RpcGiving } from "./rpcTypes.ts"
+
+/**
+ * What a caller needs of one worker: run any `Rpc` by its service mapping.
+ *
+ * @internal
+ */
+export interface Calls {
+  readonly invoke: <A>(
+    rpc: RpcGiving<A>,
+    args: ReadonlyArray<unknown>,
+    options: CallOptions | undefined,
+    span?: Tracer.Span,
+  ) => Effect.Effect<A, CallError>
+  /** Wire params and result as they are: no model id mapping. */
+  readonly raw: <P, PI, R, RI>(
+    rpc: Rpc<P, PI, R, RI>,
+    params: P,
+    options: CallOptions | undefined,
+    span?: Tracer.Span,
+  ) => Effect.Effect<R, CallError>
+  readonly pid: () => number
+  readonly generation: () => number
+  readonly info: () => Hello
+}
