@@ -1,6 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import { spawnSync } from "node:child_process"
+import process from "node:process"
+import { fileURLToPath } from "node:url"
 import { BatchRef, MergeCandidate, ReconcileStrategy, Rpcs, RuntimePatch } from "../src/Protocol.ts"
+import { testPython } from "./helpers.ts"
 
 const jsonRoundTrip = <A, I>(schema: Schema.Schema<A, I>) => (value: A) => {
   const text = JSON.stringify(Schema.encodeSync(schema)(value))
@@ -70,3 +75,16 @@ describe("protocol schemas", () => {
     expect(() => Schema.decodeUnknownSync(Rpcs.initModel.result)({})).toThrow()
   })
 })
+
+it.live("Rpcs and the Python worker's dispatch table name the same methods", () =>
+  Effect.gen(function* () {
+    const script =
+      "from burn_p2p_python_runtime.dispatch import Dispatcher\nprint(' '.join(sorted(Dispatcher(None)._methods)))"
+    const python = spawnSync(testPython, ["-c", script], {
+      encoding: "utf8",
+      env: { ...process.env, PYTHONPATH: fileURLToPath(new URL("../python", import.meta.url)) },
+    })
+    expect(python.status, python.stderr).toBe(0)
+    const dispatched = python.stdout.trim().split(" ")
+    expect(dispatched).toEqual(Object.values(Rpcs).map((rpc) => rpc.method).sort())
+  }))
