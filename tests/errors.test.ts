@@ -2,15 +2,22 @@
  * The errors a user meets through ordinary mistakes: each is a typed value
  * with the fields needed to act on it, and none leaves a process behind.
  *
- * Errors are matched as `{ ...error }`: an error failed inside an `Effect.fn`
- * span is a Proxy, and vitest overflows its stack printing a failed match on it.
+ * Errors are matched with `expectTagged` (helpers.ts), which matches a spread
+ * copy: an error failed inside an `Effect.fn` span is a Proxy.
  */
 import { describe, expect, it, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { readdirSync, readFileSync } from "node:fs"
-import process from "node:process"
 import { PythonWorker } from "../src/mod.ts"
-import { awaitGone, awkwardExceptionsKeepTypeAndMessage, echoBatch, fixturesRoot, testPython } from "./helpers.ts"
+import {
+  awaitGone,
+  awkwardExceptionsKeepTypeAndMessage,
+  childPids,
+  echoBatch,
+  expectTagged,
+  fixturesRoot,
+  leavesNoProcess,
+  testPython,
+} from "./helpers.ts"
 
 const echo: PythonWorker.Options = {
   workloadFactory: "echo_workload:make",
@@ -20,27 +27,6 @@ const echo: PythonWorker.Options = {
   restart: "never",
 }
 
-/** The pids whose parent is this process (the vitest worker running this file). */
-const childPids = (): Array<number> =>
-  readdirSync("/proc").filter((name) => /^\d+$/.test(name)).flatMap((name) => {
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8")
-      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
-      return parent === process.pid ? [Number(name)] : []
-    } catch {
-      return []
-    }
-  })
-
-/** Runs `effect`, then waits until no child it started is alive. */
-const leavesNoProcess = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function* () {
-    const before = new Set(childPids())
-    const result = yield* effect
-    yield* awaitGone(childPids().filter((pid) => !before.has(pid)))
-    return result
-  })
-
 /** Starting the service must fail: its error. */
 const startError = (options: PythonWorker.Options) =>
   leavesNoProcess(Effect.flip(Effect.provide(PythonWorker, PythonWorker.layer(options))))
@@ -49,8 +35,7 @@ describe("starting a worker", () => {
   it.live("a missing Python executable is a WorkerSpawnError NotFound", () =>
     Effect.gen(function* () {
       const error = yield* startError({ ...echo, pythonExecutable: "/nonexistent/python3" })
-      expect({ ...error }).toMatchObject({
-        _tag: "WorkerSpawnError",
+      expectTagged(error, "WorkerSpawnError", {
         executable: "/nonexistent/python3",
         reason: "NotFound",
       })
@@ -60,8 +45,7 @@ describe("starting a worker", () => {
   it.live("a Python executable that cannot be executed is a WorkerSpawnError PermissionDenied", () =>
     Effect.gen(function* () {
       const error = yield* startError({ ...echo, pythonExecutable: fixturesRoot })
-      expect({ ...error }).toMatchObject({
-        _tag: "WorkerSpawnError",
+      expectTagged(error, "WorkerSpawnError", {
         executable: fixturesRoot,
         reason: "PermissionDenied",
       })
@@ -70,8 +54,7 @@ describe("starting a worker", () => {
   it.live("a factory module that does not exist: WorkerConnectError Exited, with Python's error in the stderr tail", () =>
     Effect.gen(function* () {
       const error = yield* startError({ ...echo, workloadFactory: "no_such_workload_module:make" })
-      expect({ ...error }).toMatchObject({
-        _tag: "WorkerConnectError",
+      expectTagged(error, "WorkerConnectError", {
         reason: "ProcessExited",
         exitCode: 2,
         signal: null,
@@ -86,8 +69,7 @@ describe("starting a worker", () => {
   it.live("a factory attribute that is not callable: WorkerConnectError naming it", () =>
     Effect.gen(function* () {
       const error = yield* startError({ ...echo, workloadFactory: "echo_workload:not_callable" })
-      expect({ ...error }).toMatchObject({
-        _tag: "WorkerConnectError",
+      expectTagged(error, "WorkerConnectError", {
         reason: "ProcessExited",
         exitCode: 2,
         stderrTail: expect.stringContaining("TypeError: 'echo_workload:not_callable' is not callable"),
@@ -101,7 +83,7 @@ describe("starting a worker", () => {
         workloadFactory: "echo_workload:make_raising",
         workloadConfig: { answer: 42 },
       })
-      expect({ ...error }).toMatchObject({ _tag: "WorkerConnectError", reason: "ProcessExited", exitCode: 2 })
+      expectTagged(error, "WorkerConnectError", { reason: "ProcessExited", exitCode: 2 })
       if (error._tag !== "WorkerConnectError") return
       expect(error.stderrTail).toContain("ValueError: bad config: {'answer': 42}")
       expect(error.stderrTail).toContain("Traceback (most recent call last)")
@@ -115,8 +97,7 @@ describe("starting a worker", () => {
         workloadConfig: { features: "eight" },
         pythonExecutable: testPython,
       })
-      expect({ ...error }).toMatchObject({
-        _tag: "WorkerConnectError",
+      expectTagged(error, "WorkerConnectError", {
         reason: "ProcessExited",
         exitCode: 2,
         stderrTail: expect.stringContaining("ValueError: config features must be an integer, got 'eight'"),
@@ -137,8 +118,7 @@ describe("starting a worker", () => {
       Effect.gen(function* () {
         const options = { ...echo, pythonExecutable: "/nonexistent/python3", ...override } as PythonWorker.Options
         const error = yield* startError(options)
-        expect({ ...error }).toMatchObject({
-          _tag: "InvalidArgumentError",
+        expectTagged(error, "InvalidArgumentError", {
           where: "PythonWorker.layer",
           detail: expect.stringContaining(detail),
         })
@@ -148,8 +128,7 @@ describe("starting a worker", () => {
   it.live("a worker speaking protocol 3 is refused with ProtocolError UnsupportedVersion, naming 1 and 2, and stopped", () =>
     Effect.gen(function* () {
       const error = yield* startError({ ...echo, workerModule: "future_protocol_worker" })
-      expect({ ...error }).toMatchObject({
-        _tag: "ProtocolError",
+      expectTagged(error, "ProtocolError", {
         reason: "UnsupportedVersion",
         method: "hello",
         pid: expect.any(Number),
@@ -171,8 +150,7 @@ describe("starting a worker", () => {
       const started = Date.now()
       const error = yield* startError({ ...echo, workerModule: "silent_worker", connectTimeout: 200 })
       expect(Date.now() - started).toBeLessThan(2_000)
-      expect({ ...error }).toMatchObject({
-        _tag: "WorkerConnectError",
+      expectTagged(error, "WorkerConnectError", {
         reason: "Timeout",
         timeoutMillis: 200,
         pid: expect.any(Number),
@@ -190,8 +168,7 @@ layer(PythonWorker.layer({ ...echo, workloadFactory: "raising_workload:make" }),
       Effect.gen(function* () {
         const worker = yield* PythonWorker
         const error = yield* Effect.flip(worker.evaluate("no-such-model", "Validation"))
-        expect({ ...error }).toMatchObject({
-          _tag: "RemoteError",
+        expectTagged(error, "RemoteError", {
           method: "evaluate",
           errorType: "UnknownModelError",
           remoteMessage: expect.stringContaining("unknown model id 'no-such-model'"),
@@ -207,8 +184,7 @@ layer(PythonWorker.layer({ ...echo, workloadFactory: "raising_workload:make" }),
         const worker = yield* PythonWorker
         const modelId = yield* worker.initModel("cpu")
         const error = yield* Effect.flip(worker.evaluate(modelId, "Train"))
-        expect({ ...error }).toMatchObject({
-          _tag: "RemoteError",
+        expectTagged(error, "RemoteError", {
           method: "evaluate",
           errorType: "RuntimeError",
           remoteMessage: expect.stringContaining("boom from workload"),
@@ -233,15 +209,14 @@ layer(PythonWorker.layer({ ...echo, workloadFactory: "raising_workload:make" }),
         )
         const firstId = yield* unknown
         const negative = yield* Effect.flip(worker.trainWindow(modelId, [echoBatch({}, [-1])]))
-        expect({ ...negative }).toMatchObject({
-          _tag: "InvalidArgumentError",
+        expectTagged(negative, "InvalidArgumentError", {
           where: "train_window",
           detail: expect.stringContaining("ordinals"),
         })
         const weight = yield* Effect.flip(
           worker.reconcileCanonicalModel(modelId, modelId, { RootEma: { canonicalWeight: 1.5 } }),
         )
-        expect({ ...weight }).toMatchObject({ _tag: "InvalidArgumentError", where: "reconcile_canonical_model" })
+        expectTagged(weight, "InvalidArgumentError", { where: "reconcile_canonical_model" })
         // Request ids are consecutive on the wire: neither refused call used one.
         expect(yield* unknown).toBe(firstId + 1)
         expect(yield* worker.trainWindow(modelId, [echoBatch({ echo: "still here" }, [0, 1])])).toEqual({
@@ -257,7 +232,7 @@ describe("using a worker past its end", () => {
     Effect.gen(function* () {
       const worker = yield* leavesNoProcess(Effect.provide(PythonWorker, PythonWorker.layer(echo)))
       const error = yield* Effect.flip(worker.hello())
-      expect({ ...error }).toMatchObject({ _tag: "WorkerClosedError", method: "hello" })
+      expectTagged(error, "WorkerClosedError", { method: "hello" })
       expect(error.message).toContain("its scope has closed")
     }))
 
@@ -267,15 +242,13 @@ describe("using a worker past its end", () => {
         const worker = yield* PythonWorker
         const modelId = yield* worker.initModel("cpu")
         const error = yield* Effect.flip(worker.trainWindow(modelId, [echoBatch({ exit_code: 3 }, [0])]))
-        expect({ ...error }).toMatchObject({
-          _tag: "WorkerExitedError",
+        expectTagged(error, "WorkerExitedError", {
           method: "train_window",
           reason: "ProcessExited",
           exitCode: 3,
           pid: worker.pid,
         })
-        expect({ ...(yield* Effect.flip(worker.hello())) }).toMatchObject({
-          _tag: "WorkerExitedError",
+        expectTagged(yield* Effect.flip(worker.hello()), "WorkerExitedError", {
           method: "hello",
         })
         yield* awaitGone([worker.pid])

@@ -5,8 +5,8 @@
  * of range, and connections that must prove who they are. Every process and
  * file a test starts or writes is gone afterwards.
  *
- * Errors are matched as `{ ...error }`: an error failed inside an `Effect.fn`
- * span is a Proxy, and vitest overflows its stack printing a failed match on it.
+ * Errors are matched with `expectTagged` (helpers.ts), which matches a spread
+ * copy: an error failed inside an `Effect.fn` span is a Proxy.
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it } from "@effect/vitest"
@@ -25,32 +25,11 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import process from "node:process"
 import { type JsonValue, make, type PythonWorker, type Rpc } from "../src/mod.ts"
-import { awaitGone, echoBatch, fixturesRoot, testPython } from "./helpers.ts"
+import { awaitGone, childPids, echoBatch, expectTagged, fixturesRoot, leavesNoProcess, testPython } from "./helpers.ts"
 
 const start = (options: PythonWorker.Options) => make(options).pipe(Effect.provide(NodeContext.layer))
 
 const MiB = 1024 * 1024
-
-/** The pids whose parent is this process (the vitest worker running this file). */
-const childPids = (): Array<number> =>
-  readdirSync("/proc").filter((name) => /^\d+$/.test(name)).flatMap((name) => {
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8")
-      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
-      return parent === process.pid ? [Number(name)] : []
-    } catch {
-      return []
-    }
-  })
-
-/** Runs `effect`, then waits until no child it started is alive. */
-const leavesNoProcess = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function* () {
-    const before = new Set(childPids())
-    const result = yield* effect
-    yield* awaitGone(childPids().filter((pid) => !before.has(pid)))
-    return result
-  })
 
 /** Starting the service must fail: its error, once every process it started is gone. */
 const startError = (options: PythonWorker.Options) => leavesNoProcess(Effect.flip(Effect.scoped(start(options))))
@@ -176,7 +155,7 @@ describe("1. worker output that is not line-structured", () => {
         expect(peakRss - Math.max(middle.rss, peakRssPhase1)).toBeLessThan(128 * MiB)
 
         const error = yield* Effect.flip(worker.trainWindow(model, [echoBatch({ last_words: true })]))
-        expect({ ...error }).toMatchObject({ _tag: "WorkerExitedError", exitCode: 3 })
+        expectTagged(error, "WorkerExitedError", { exitCode: 3 })
         if (error._tag !== "WorkerExitedError") return
         const tail = error.stderrTail
         expect(Buffer.byteLength(tail, "utf8")).toBeLessThanOrEqual(64 * 1024)
@@ -266,13 +245,13 @@ describe("2. pathological JSON either way", () => {
         const exit = yield* Effect.exit(worker.trainWindow(model, [echoBatch({ deep: payload as JsonValue })]))
         expect(Exit.isFailure(exit) && exit.cause._tag, name).toBe("Fail")
         const error = yield* Effect.flip(worker.trainWindow(model, [echoBatch({ deep: payload as JsonValue })]))
-        expect({ ...error }, name).toMatchObject({ _tag: "InvalidArgumentError", where: "train_window" })
+        expectTagged(error, "InvalidArgumentError", { where: "train_window" }, name)
         expect(error.message, name).toMatch(/nested deeper than 256 levels|circular/)
         expect(error.message.length, name).toBeLessThan(10_000)
         if (name.includes("254")) continue
         // The raw escape hatch checks the same.
         const raw = yield* Effect.flip(worker.call(applyPatchRaw, { do: "echo", deep: payload }))
-        expect({ ...raw }, name).toMatchObject({ _tag: "InvalidArgumentError", where: "apply_patch" })
+        expectTagged(raw, "InvalidArgumentError", { where: "apply_patch" }, name)
       }
       // Nothing reached the wire: the next request id follows the first at once.
       expect(yield* nextId(worker)).toBe(first + 1)
@@ -286,7 +265,7 @@ describe("2. pathological JSON either way", () => {
       for (const config of [nested(10_000), nestedObject(10_000), circular, nestedObject(257)]) {
         const before = childPids()
         const error = yield* startError({ ...echo, workloadConfig: config as JsonValue })
-        expect({ ...error }).toMatchObject({ _tag: "InvalidArgumentError", where: "PythonWorker.layer" })
+        expectTagged(error, "InvalidArgumentError", { where: "PythonWorker.layer" })
         expect(error.message).toMatch(/workloadConfig must be plain JSON: .*(nested deeper than 256|circular)/)
         expect(childPids()).toEqual(before)
       }
@@ -309,8 +288,7 @@ describe("2. pathological JSON either way", () => {
         expect(yield* worker.call(applyPatchRaw, list)).toEqual(list)
       }
       const over = { do: "echo", expect_depth: 257, below: nestedObject(256) }
-      expect({ ...(yield* Effect.flip(worker.call(applyPatchRaw, over))) }).toMatchObject({
-        _tag: "InvalidArgumentError",
+      expectTagged(yield* Effect.flip(worker.call(applyPatchRaw, over)), "InvalidArgumentError", {
         detail: expect.stringContaining("nested deeper than 256 levels"),
       })
       // train_window: params, batches, the batch and its payload take 3 levels, the payload the rest.
@@ -318,8 +296,11 @@ describe("2. pathological JSON either way", () => {
         expect(yield* worker.trainWindow(model, [echoBatch({ echo: `depth ${depth}`, deep: nested(depth - 1) })]))
           .toEqual({ echo: `depth ${depth}`, examples: 0 })
       }
-      expect({ ...(yield* Effect.flip(worker.trainWindow(model, [echoBatch({ deep: nested(253) })]))) })
-        .toMatchObject({ _tag: "InvalidArgumentError", where: "train_window" })
+      expectTagged(
+        yield* Effect.flip(worker.trainWindow(model, [echoBatch({ deep: nested(253) })])),
+        "InvalidArgumentError",
+        { where: "train_window" },
+      )
     })))
 
   it.live("a result deeper than the limit or than Python can encode, or not JSON at all, is a RemoteError; the models stay", () =>
@@ -328,13 +309,13 @@ describe("2. pathological JSON either way", () => {
       const model = yield* worker.initModel("cpu")
       for (const depth of [257, 300, 1_000, 5_000, 100_000]) {
         const error = yield* Effect.flip(worker.call(applyPatchRaw, { do: "nest", depth }))
-        expect({ ...error }, `depth ${depth}`).toMatchObject({ _tag: "RemoteError", errorType: "ResultTooDeepError" })
+        expectTagged(error, "RemoteError", { errorType: "ResultTooDeepError" }, `depth ${depth}`)
         expect(yield* worker.evaluate(model, "Validation")).toEqual({ split: "Validation" })
       }
       expect(yield* worker.call(applyPatchRaw, { do: "nest", depth: 256 })).toEqual(nested(256))
       for (const kind of ["set", "object", "unprintable", "bytes", "nan", "inf", "circular", "tuple_key", "huge_int"]) {
         const error = yield* Effect.flip(worker.call(applyPatchRaw, { do: "unencodable", kind }))
-        expect({ ...error }, kind).toMatchObject({ _tag: "RemoteError", method: "apply_patch" })
+        expectTagged(error, "RemoteError", { method: "apply_patch" }, kind)
         expect(error._tag === "RemoteError" && error.errorType, kind).toMatch(/^Result(Encode|TooDeep)Error$/)
         expect(errorText(error).length, kind).toBeLessThan(100_000)
         expect(yield* worker.evaluate(model, "Validation")).toEqual({ split: "Validation" })
@@ -410,17 +391,16 @@ describe("3. a result above the frame limit", () => {
         ]
         for (const [chars, char] of cases) {
           const error = yield* Effect.flip(worker.call(applyPatchRaw, { do: "big", chars, char }))
-          expect({ ...error }, `${chars} x ${char}`).toMatchObject({
-            _tag: "RemoteError",
+          expectTagged(error, "RemoteError", {
             method: "apply_patch",
             errorType: "ResultTooLargeError",
             remoteMessage: expect.stringContaining("above the frame limit of 4096 bytes"),
-          })
+          }, `${chars} x ${char}`)
           expect(yield* worker.evaluate(model, "Validation")).toEqual({ split: "Validation" })
         }
         // A huge error message shrinks to fit the limit too.
         const raised = yield* Effect.flip(worker.call(applyPatchRaw, { do: "raise", chars: 1_000_000 }))
-        expect({ ...raised }).toMatchObject({ _tag: "RemoteError", errorType: "RuntimeError" })
+        expectTagged(raised, "RemoteError", { errorType: "RuntimeError" })
         expect(yield* worker.trainWindow(model, [echoBatch({ echo: "still serving" })])).toEqual({
           echo: "still serving",
           examples: 0,
@@ -452,7 +432,7 @@ describe("4. options out of range", () => {
       const before = childPids()
       const error = yield* Effect.flip(Effect.scoped(start({ ...echo, ...options } as PythonWorker.Options)))
       expect(childPids()).toEqual(before)
-      expect({ ...error }).toMatchObject({ _tag: "InvalidArgumentError", where: "PythonWorker.layer" })
+      expectTagged(error, "InvalidArgumentError", { where: "PythonWorker.layer" })
       expect(error.message).toContain(name)
       expect(error.message).toMatch(range)
       expect(error.message.length).toBeLessThan(3_000)
@@ -478,7 +458,7 @@ describe("4. options out of range", () => {
       const worker = yield* start(echo)
       for (const value of [0, ...badDurations]) {
         const error = yield* Effect.flip(worker.hello({ timeout: value as never }))
-        expect({ ...error }, String(value)).toMatchObject({ _tag: "InvalidArgumentError", where: "hello" })
+        expectTagged(error, "InvalidArgumentError", { where: "hello" }, String(value))
         if (typeof value === "number") expect(error.message).toContain(`at most ${MAX_TIMER} ms`)
       }
       expect((yield* worker.hello({ timeout: MAX_TIMER })).protocolVersion).toBe(1)
@@ -556,7 +536,7 @@ describe("4. options out of range", () => {
             configVia,
             workloadConfig: { secret: marker, bad: Number.NaN } as never,
           })
-          expect({ ...error }).toMatchObject({ _tag: "InvalidArgumentError" })
+          expectTagged(error, "InvalidArgumentError")
           expect(errorText(error)).not.toContain(marker)
         }
       }
@@ -771,14 +751,14 @@ describe("6. a connection that proves who it is", () => {
             env: { SETSID_MARK: mark },
           }
           const error = yield* startError(options)
-          expect({ ...error }).toMatchObject({ _tag: "WorkerConnectError", reason: "OutsideProcessGroup" })
+          expectTagged(error, "WorkerConnectError", { reason: "OutsideProcessGroup" })
           expect(error.message).toContain("connected from outside its process group")
           expect(error.message).not.toContain("exited with code 0")
           yield* awaitGone(marked())
           // A factory slower than the grace: the outsider reads EOF on stdin (the launcher's pipe
           // closed with it) and exits before it connects; nothing to diagnose, and nothing left.
           const slow = yield* startError({ ...options, workloadFactory: "tree_workload:make_quiet_slow" })
-          expect({ ...slow }).toMatchObject({ _tag: "WorkerConnectError", reason: "ProcessExited", exitCode: 0 })
+          expectTagged(slow, "WorkerConnectError", { reason: "ProcessExited", exitCode: 0 })
           expect(slow._tag === "WorkerConnectError" && slow.stderrTail).toContain("stdin reached EOF")
           yield* awaitGone(marked())
         }).pipe(Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))

@@ -9,7 +9,7 @@ import { expect } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs"
 import * as Net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -50,6 +50,47 @@ export const awaitGone = (pids: ReadonlyArray<number>): Effect.Effect<void, Erro
     const alive = pids.filter(isAlive)
     return alive.length === 0 ? Effect.void : Effect.fail(new Error(`still alive: ${alive.join(", ")}`))
   }).pipe(Effect.retry({ schedule: Schedule.spaced("20 millis"), times: 100 }))
+
+/** The pids whose parent is this process (the vitest worker running the test file). */
+export const childPids = (): Array<number> =>
+  readdirSync("/proc").filter((name) => /^\d+$/.test(name)).flatMap((name) => {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8")
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+      return parent === process.pid ? [Number(name)] : []
+    } catch {
+      return []
+    }
+  })
+
+/** Runs `effect`, then waits until no child it started is alive. */
+export const leavesNoProcess = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | Error, R> =>
+  Effect.gen(function* () {
+    const before = new Set(childPids())
+    const result = yield* effect
+    yield* awaitGone(childPids().filter((pid) => !before.has(pid)))
+    return result
+  })
+
+/** The tagged error `E` narrowed to tag `T` (or `E` with that tag, when `E` names no tags). */
+export type Tagged<E, T extends string> = [Extract<E, { readonly _tag: T }>] extends [never] ? E & { readonly _tag: T }
+  : Extract<E, { readonly _tag: T }>
+
+/**
+ * Asserts that `error` has tag `tag` and matches `fields` (as `toMatchObject`
+ * does), and returns it narrowed to that tag. The match runs on a spread copy,
+ * `{ ...error }`: an error failed inside an `Effect.fn` span is a Proxy, and
+ * vitest overflows its stack printing a failed match on it.
+ */
+export const expectTagged = <E, const T extends (E extends { readonly _tag: infer K extends string } ? K : string)>(
+  error: E,
+  tag: T,
+  fields: { readonly [field: string]: unknown } = {},
+  message?: string,
+): Tagged<E, T> => {
+  expect({ ...error as object }, message).toMatchObject({ _tag: tag, ...fields })
+  return error as Tagged<E, T>
+}
 
 /** True once nothing accepts connections on the loopback port. */
 export const portIsClosed = (port: number): Effect.Effect<boolean> =>
@@ -202,9 +243,7 @@ export const candidate = (modelId: string, sampleWeight: number, qualityWeight =
 /**
  * raising_workload's awkward exceptions, raised by `evaluate` on a `Custom`
  * split named after the shape: each must keep its Python type and whole
- * message. Errors are matched as `{ ...error }`: one failed inside an
- * `Effect.fn` span is a Proxy, and vitest overflows its stack printing a
- * failed match on it.
+ * message.
  */
 export const awkwardExceptionsKeepTypeAndMessage: Effect.Effect<void, unknown, PythonWorker> = Effect.gen(
   function* () {
@@ -217,7 +256,7 @@ export const awkwardExceptionsKeepTypeAndMessage: Effect.Effect<void, unknown, P
     const modelId = yield* worker.initModel("cpu")
     for (const [shape, errorType, remoteMessage] of awkward) {
       const error = yield* Effect.flip(worker.evaluate(modelId, { Custom: shape }))
-      expect({ ...error }).toMatchObject({ _tag: "RemoteError", method: "evaluate", errorType, remoteMessage })
+      expectTagged(error, "RemoteError", { method: "evaluate", errorType, remoteMessage })
     }
   },
 )
