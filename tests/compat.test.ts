@@ -3,8 +3,8 @@
  * stand-in: no error_type, `{"ok": true}` acks, Nagle-delayed answers) with
  * the reference workload: every method answers as our own worker does.
  *
- * Errors are matched as `{ ...error }`: an error failed inside an `Effect.fn`
- * span is a Proxy, and vitest overflows its stack printing a failed match on it.
+ * Errors are matched with `expectTagged` (helpers.ts), which matches a spread
+ * copy: an error failed inside an `Effect.fn` span is a Proxy.
  */
 import { describe, expect, it, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -16,6 +16,7 @@ import {
   awkwardExceptionsKeepTypeAndMessage,
   cached,
   candidate,
+  expectTagged,
   fixturesRoot,
   generated,
   isAlive,
@@ -69,7 +70,7 @@ const everyMethod = (artifact: string, shardPaths: ReadonlyArray<string>) =>
 
     yield* worker.releaseModel(a)
     const released = yield* Effect.flip(worker.evaluate(a, "Validation"))
-    expect({ ...released }).toMatchObject({ _tag: "RemoteError", method: "evaluate" })
+    expectTagged(released, "RemoteError", { method: "evaluate" })
     return { trainA, trainB, evaluations, finals }
   })
 
@@ -98,8 +99,7 @@ layer(PythonWorker.layer(reference), { excludeTestServices: true })("our client,
     Effect.gen(function* () {
       const worker = yield* PythonWorker
       const unknown = yield* Effect.flip(worker.evaluate("no-such-model", "Validation"))
-      expect({ ...unknown }).toMatchObject({
-        _tag: "RemoteError",
+      expectTagged(unknown, "RemoteError", {
         method: "evaluate",
         errorType: "KeyError",
         remoteMessage: "'no-such-model'",
@@ -107,8 +107,7 @@ layer(PythonWorker.layer(reference), { excludeTestServices: true })("our client,
       })
       const modelId = yield* worker.initModel("cpu")
       const custom = yield* Effect.flip(worker.evaluate(modelId, { Custom: "holdout" }))
-      expect({ ...custom }).toMatchObject({
-        _tag: "RemoteError",
+      expectTagged(custom, "RemoteError", {
         errorType: "ValueError",
         remoteMessage: expect.stringContaining("custom evaluation split 'holdout' is not supported"),
       })
@@ -150,8 +149,7 @@ describe("our client, the reference worker, one worker per test", () => {
           PythonWorker.layer({ ...reference, workloadFactory: "echo_workload:make_raising" }),
         ),
       )
-      expect({ ...error }).toMatchObject({
-        _tag: "WorkerConnectError",
+      expectTagged(error, "WorkerConnectError", {
         reason: "ProcessExited",
         exitCode: 1,
         stderrTail: expect.stringContaining("ValueError: bad config"),

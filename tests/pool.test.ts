@@ -17,7 +17,7 @@ import * as Stream from "effect/Stream"
 import process from "node:process"
 import type { PythonWorker } from "../src/PythonWorker.ts"
 import { PythonWorkerPool } from "../src/PythonWorkerPool.ts"
-import { awaitGone, faultWorker, tempDir } from "./helpers.ts"
+import { awaitGone, expectTagged, faultWorker, tempDir } from "./helpers.ts"
 import {
   attempts,
   awaitAllGone,
@@ -104,7 +104,7 @@ describe("PythonWorkerPool", () => {
           : indexed(tag, { record: dir })(index)
       const exit = yield* Effect.exit(Effect.provide(Effect.void, PythonWorkerPool.layer({ size: 2, options })))
       const error = failure(exit)
-      expect({ ...error }).toMatchObject({ _tag: "WorkerConnectError", reason: "ProcessExited", exitCode: 2 })
+      expectTagged(error, "WorkerConnectError", { reason: "ProcessExited", exitCode: 2 })
       expect(error._tag === "WorkerConnectError" && error.stderrTail).toContain("bad factory for this worker")
       // Worker 0 had started (its factory returned) before worker 1 failed.
       const started = starts(dir)
@@ -223,7 +223,7 @@ describe("PythonWorkerPool", () => {
 
         const wrong = yield* timed(zero.trainWindow(m1, batch({})))
         const error = failure(wrong.exit)
-        expect({ ...error }).toMatchObject({ _tag: "InvalidArgumentError", where: "train_window" })
+        expectTagged(error, "InvalidArgumentError", { where: "train_window" })
         expect(error.message).toContain("belongs to another worker of the pool")
         expect(wrong.millis).toBeLessThan(50)
         // Nothing went to worker 0: model m1 there trained once, on worker 1.
@@ -286,8 +286,7 @@ describe("PythonWorkerPool", () => {
         expect(yield* one.trainWindow(fresh, batch({}))).toMatchObject({ worker_index: "1" })
         // The lost model still names its worker; that worker says what became of it.
         expect(yield* pool.workerOf(old)).toBe(one)
-        expect({ ...failure(yield* Effect.exit(one.evaluate(old, "Validation"))) }).toMatchObject({
-          _tag: "ModelLostError",
+        expectTagged(failure(yield* Effect.exit(one.evaluate(old, "Validation"))), "ModelLostError", {
           modelId: old,
           generation: 1,
           currentGeneration: 2,

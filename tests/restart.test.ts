@@ -21,7 +21,7 @@ import { join } from "node:path"
 import process from "node:process"
 import type { PythonWorker, WorkerEvent } from "../src/PythonWorker.ts"
 import type { CallError } from "../src/WorkerError.ts"
-import { awaitGone, echoBatch, faultWorker, isAlive, patch, tempDir } from "./helpers.ts"
+import { awaitGone, echoBatch, expectTagged, faultWorker, isAlive, patch, tempDir } from "./helpers.ts"
 import {
   attempts,
   awaitAllGone,
@@ -72,8 +72,7 @@ describe("supervised restarts", () => {
           yield* untilLogged(capture.records, "last words before the kill")
           process.kill(first, "SIGKILL")
           const lost = failure(yield* Fiber.await(inFlight))
-          expect({ ...lost }).toMatchObject({
-            _tag: "WorkerExitedError",
+          expectTagged(lost, "WorkerExitedError", {
             method: "train_window",
             pid: first,
             signal: "SIGKILL",
@@ -137,8 +136,7 @@ describe("supervised restarts", () => {
         expect(events.at(-1)).toMatchObject({ _tag: "Restarting", generation: 2, delayMillis: 2000 })
 
         const hurried = yield* timed(worker.hello({ timeout: 200 }))
-        expect({ ...failure(hurried.exit) }).toMatchObject({
-          _tag: "RpcTimeoutError",
+        expectTagged(failure(hurried.exit), "RpcTimeoutError", {
           method: "hello",
           id: null,
           pid: null,
@@ -171,8 +169,7 @@ describe("supervised restarts", () => {
 
         const lost = yield* timed(worker.evaluate(old, "Validation"))
         const error = failure(lost.exit)
-        expect({ ...error }).toMatchObject({
-          _tag: "ModelLostError",
+        expectTagged(error, "ModelLostError", {
           method: "evaluate",
           modelId: old,
           generation: 1,
@@ -210,7 +207,7 @@ describe("supervised restarts", () => {
         process.kill(first, "SIGKILL")
         yield* awaitEvent(worker, "Restarting")
         const lost = yield* timed(worker.evaluate(old, "Validation"))
-        expect({ ...failure(lost.exit) }).toMatchObject({ _tag: "ModelLostError", modelId: old, generation: 1 })
+        expectTagged(failure(lost.exit), "ModelLostError", { modelId: old, generation: 1 })
         expect(lost.millis).toBeLessThan(100)
         // Released before generation 2 starts: the tag finds it if it did.
         return [first]
@@ -280,8 +277,7 @@ describe("supervised restarts", () => {
           for (const method of ["hello", "capabilityProbe"] as const) {
             const call = yield* timed<unknown, CallError, never>(worker[method]())
             const error = failure(call.exit)
-            expect({ ...error }).toMatchObject({
-              _tag: "WorkerGaveUpError",
+            expectTagged(error, "WorkerGaveUpError", {
               method: method === "hello" ? "hello" : "capability_probe",
               starts: 3,
               exitCode: 3,
@@ -379,7 +375,7 @@ describe("supervised restarts", () => {
         const first = worker.pid
         expect(yield* worker.trainWindow("m1", [echoBatch({ echo: "before" })])).toMatchObject({ echo: "before" })
         const late = failure(yield* Effect.exit(worker.trainWindow("m1", [echoBatch({ echo: "hangs" })])))
-        expect({ ...late }).toMatchObject({ _tag: "RpcTimeoutError", method: "train_window", id: 3 })
+        expectTagged(late, "RpcTimeoutError", { method: "train_window", id: 3 })
         const events = yield* awaitGeneration(worker, 2)
         expect(tags(events)).toEqual(["Started", "Exited", "Restarting", "Started"])
         expect(events[1]).toMatchObject({ generation: 1, pid: first, signal: "SIGKILL" })
@@ -407,8 +403,7 @@ describe("supervised restarts", () => {
         process.kill(first, "SIGKILL")
         yield* awaitGone([first])
         for (let i = 0; i < 2; i++) {
-          expect({ ...failure(yield* Effect.exit(worker.hello())) }).toMatchObject({
-            _tag: "WorkerExitedError",
+          expectTagged(failure(yield* Effect.exit(worker.hello())), "WorkerExitedError", {
             method: "hello",
             pid: first,
             signal: "SIGKILL",
@@ -430,7 +425,7 @@ describe("scoped model handles", () => {
   const unknownModel = (worker: PythonWorker.Service, modelId: string) =>
     Effect.gen(function* () {
       const error = yield* Effect.flip(worker.evaluate(modelId, "Validation"))
-      expect({ ...error }).toMatchObject({ _tag: "RemoteError", method: "evaluate", errorType: "UnknownModelError" })
+      expectTagged(error, "RemoteError", { method: "evaluate", errorType: "UnknownModelError" })
     })
 
   it.live("the model is released when its scope closes: on success, on failure, on interruption", () => {

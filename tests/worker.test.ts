@@ -2,8 +2,8 @@
  * The PythonWorker service against the reference workload: every method, both
  * batch kinds, concurrent callers, and the process gone once the scope closes.
  *
- * Errors are matched as `{ ...error }`: an error failed inside an `Effect.fn`
- * span is a Proxy, and vitest overflows its stack printing a failed match on it.
+ * Errors are matched with `expectTagged` (helpers.ts), which matches a spread
+ * copy: an error failed inside an `Effect.fn` span is a Proxy.
  */
 import { describe, expect, it, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -17,6 +17,7 @@ import {
   awaitGone,
   cached,
   candidate,
+  expectTagged,
   generated,
   isAlive,
   patch,
@@ -102,8 +103,7 @@ layer(PythonWorker.layer(options), { excludeTestServices: true })("PythonWorker 
         expect(metrics.accuracy).toBeLessThanOrEqual(1)
       }
       const error = yield* Effect.flip(worker.evaluate(modelId, { Custom: "holdout-b" }))
-      expect({ ...error }).toMatchObject({
-        _tag: "RemoteError",
+      expectTagged(error, "RemoteError", {
         method: "evaluate",
         errorType: "ValueError",
         remoteMessage: expect.stringContaining("'holdout-b'"),
@@ -230,8 +230,7 @@ layer(PythonWorker.layer(options), { excludeTestServices: true })("PythonWorker 
       const modelId = yield* worker.initModel("cpu")
       yield* worker.releaseModel(modelId)
       const error = yield* Effect.flip(worker.evaluate(modelId, "Validation"))
-      expect({ ...error }).toMatchObject({
-        _tag: "RemoteError",
+      expectTagged(error, "RemoteError", {
         method: "evaluate",
         errorType: "UnknownModelError",
         remoteMessage: expect.stringContaining(`'${wireId(modelId)}'`),
