@@ -16,8 +16,8 @@ import { join } from "node:path"
 import process from "node:process"
 import { fileURLToPath } from "node:url"
 import { RUNTIME_HASH } from "../src/internal/runtimeFiles.ts"
-import { awaitGone, tempDir, testPython } from "./helpers.ts"
-import { lastJsonLine, run } from "./subprocess.ts"
+import { tempDir, testPython } from "./helpers.ts"
+import { expectSmokePassed, run } from "./subprocess.ts"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const node = existsSync("/usr/bin/node") ? "/usr/bin/node" : "node"
@@ -60,20 +60,7 @@ it.scopedLive.runIf(nodeMajor >= 20)(
         env: { ...process.env as Record<string, string>, BURN_P2P_RUNTIME_CACHE: cache },
         timeoutMillis: 60_000,
       })
-      const result = lastJsonLine(finished)
-      expect(finished.code, finished.stderr).toBe(0)
-      expect(result).toMatchObject({
-        hello: { protocolVersion: 1, workloadName: "reference-softmax" },
-        probe: { runtimeDevice: "cpu" },
-        train: { examples: 32 },
-        evaluate: { split: "Validation", examples: 512 },
-        patch: "Applied",
-        loadedMatches: true,
-        ema: true,
-        reconciled: true,
-        viaCall: { protocolVersion: 1 },
-      })
-      yield* awaitGone([result.pid as number])
+      yield* expectSmokePassed(finished)
       // The same runtime cache as under Deno.
       expect(existsSync(join(cache, RUNTIME_HASH, ".complete"))).toBe(true)
 

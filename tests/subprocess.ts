@@ -1,10 +1,13 @@
 /**
  * Shared by the packaging tests: a child process run to completion without
- * blocking the event loop (a test may be serving it over HTTP meanwhile).
+ * blocking the event loop (a test may be serving it over HTTP meanwhile), and
+ * what the smoke program must have printed.
  */
+import { expect } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { spawn } from "node:child_process"
 import { tmpdir } from "node:os"
+import { awaitGone } from "./helpers.ts"
 
 export interface Finished {
   readonly code: number | null
@@ -53,6 +56,29 @@ export const lastJsonLine = (finished: Finished): Record<string, unknown> => {
     )
   }
 }
+
+/**
+ * `tests/fixtures/smoke.mjs` finished: it exited 0, every method answered as
+ * the standard-library workload does, and its worker is gone. Its JSON line.
+ */
+export const expectSmokePassed = (finished: Finished): Effect.Effect<Record<string, unknown>, Error> =>
+  Effect.gen(function* () {
+    const result = lastJsonLine(finished)
+    expect(finished.code, finished.stderr).toBe(0)
+    expect(result).toMatchObject({
+      hello: { protocolVersion: 1, workloadName: "reference-softmax" },
+      probe: { runtimeDevice: "cpu" },
+      train: { examples: 32 },
+      evaluate: { split: "Validation", examples: 512 },
+      patch: "Applied",
+      loadedMatches: true,
+      ema: true,
+      reconciled: true,
+      viaCall: { protocolVersion: 1 },
+    })
+    yield* awaitGone([result.pid as number])
+    return result
+  })
 
 /**
  * The Deno permissions the library needs with its runtime cache at `cache`

@@ -24,8 +24,8 @@ import { extname, join, normalize, sep } from "node:path"
 import process from "node:process"
 import { fileURLToPath } from "node:url"
 import { RUNTIME_HASH } from "../src/internal/runtimeFiles.ts"
-import { awaitGone, tempDir, testPython } from "./helpers.ts"
-import { denoPermissions, lastJsonLine, run } from "./subprocess.ts"
+import { tempDir, testPython } from "./helpers.ts"
+import { denoPermissions, expectSmokePassed, run } from "./subprocess.ts"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const ours = JSON.parse(readFileSync(join(root, "deno.json"), "utf8")) as { imports: Record<string, string> }
@@ -102,20 +102,7 @@ it.scopedLive(
         cwd: project,
         env: { ...process.env as Record<string, string>, DENO_DIR: denoDir, BURN_P2P_RUNTIME_CACHE: cache },
       })
-      const result = lastJsonLine(finished)
-      expect(finished.code, finished.stderr).toBe(0)
-      expect(result).toMatchObject({
-        hello: { protocolVersion: 1, workloadName: "reference-softmax" },
-        probe: { runtimeDevice: "cpu" },
-        train: { examples: 32 },
-        evaluate: { split: "Validation", examples: 512 },
-        patch: "Applied",
-        loadedMatches: true,
-        ema: true,
-        reconciled: true,
-        viaCall: { protocolVersion: 1 },
-      })
-      yield* awaitGone([result.pid as number])
+      yield* expectSmokePassed(finished)
       expect(served.requested).toContain("/src/mod.ts")
       expect(served.requested.filter((path) => !path.startsWith("/src/"))).toEqual([])
       expect(existsSync(join(cache, RUNTIME_HASH, ".complete"))).toBe(true)
