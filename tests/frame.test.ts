@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as fc from "effect/FastCheck"
 import { Buffer } from "node:buffer"
 import { encodeRequestFrame, FrameDecoder } from "../src/internal/frame.ts"
+import { cut } from "./helpers.ts"
 
 /** The reference encoding, written independently of src/: u64 big-endian length, then the UTF-8 body. */
 const encodeFrame = (text: string): Buffer => {
@@ -19,19 +20,6 @@ const decodeAll = (decoder: FrameDecoder, chunks: ReadonlyArray<Uint8Array>) => 
     if (fault !== undefined) return { frames, fault }
   }
   return { frames, fault: decoder.end() }
-}
-
-/** Cuts `bytes` at the given offsets (taken modulo its length), keeping empty pieces. */
-const cut = (bytes: Uint8Array, offsets: ReadonlyArray<number>) => {
-  const points = [...new Set(offsets.map((o) => bytes.length === 0 ? 0 : o % (bytes.length + 1)))].sort((a, b) => a - b)
-  const pieces: Array<Uint8Array> = []
-  let start = 0
-  for (const point of points) {
-    pieces.push(bytes.subarray(start, point))
-    start = point
-  }
-  pieces.push(bytes.subarray(start))
-  return pieces
 }
 
 describe("framing", () => {

@@ -109,6 +109,19 @@ export const tempDir = Effect.acquireRelease(
   (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true })),
 )
 
+/** `bytes` cut at the given offsets (taken modulo its length + 1), empty pieces included. */
+export const cut = (bytes: Uint8Array, offsets: ReadonlyArray<number>): Array<Uint8Array> => {
+  const points = [...new Set(offsets.map((o) => o % (bytes.length + 1)))].sort((a, b) => a - b)
+  const pieces: Array<Uint8Array> = []
+  let from = 0
+  for (const point of points) {
+    pieces.push(bytes.subarray(from, point))
+    from = point
+  }
+  pieces.push(bytes.subarray(from))
+  return pieces
+}
+
 /** A byte stream decoded as UTF-8 and joined. */
 export const streamText = <E>(stream: Stream.Stream<Uint8Array, E>): Effect.Effect<string, E> =>
   stream.pipe(Stream.decodeText(), Stream.mkString)

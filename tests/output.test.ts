@@ -7,6 +7,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "effect/FastCheck"
 import { type LineEnd, LineSplitter, LineTail, MAX_LINE_BYTES } from "../src/internal/output.ts"
+import { cut } from "./helpers.ts"
 
 const LF = 0x0a
 const CR = 0x0d
@@ -21,19 +22,6 @@ const split = (chunks: ReadonlyArray<Uint8Array>, maxLineBytes?: number): Array<
   for (const chunk of chunks) splitter.push(chunk)
   splitter.end()
   return pieces
-}
-
-/** `bytes` cut at the given offsets (taken modulo its length), empty chunks included. */
-const cut = (bytes: Uint8Array, offsets: ReadonlyArray<number>): Array<Uint8Array> => {
-  const points = [...new Set(offsets.map((o) => o % (bytes.length + 1)))].sort((a, b) => a - b)
-  const chunks: Array<Uint8Array> = []
-  let from = 0
-  for (const point of points) {
-    chunks.push(bytes.subarray(from, point))
-    from = point
-  }
-  chunks.push(bytes.subarray(from))
-  return chunks
 }
 
 /**

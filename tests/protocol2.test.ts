@@ -6,8 +6,8 @@
  * recomputed from the model's layout); every capability gate; the exact-step
  * check on both sides; and one DiLoCo round end to end on two workers.
  *
- * Errors are matched as `{ ...error }`: an error failed inside an `Effect.fn`
- * span is a Proxy, and vitest overflows its stack printing a failed match on it.
+ * Errors are matched with `expectTagged` (helpers.ts), which matches a spread
+ * copy: an error failed inside an `Effect.fn` span is a Proxy.
  */
 import { afterAll, describe, expect, it, layer } from "@effect/vitest"
 import * as NodeContext from "@effect/platform-node/NodeContext"
@@ -22,7 +22,7 @@ import { join } from "node:path"
 import process from "node:process"
 import { fileURLToPath } from "node:url"
 import { DiLoCo, ParameterPack, PythonWorker } from "../src/mod.ts"
-import { fixturesRoot, generated, tempDir, testPython } from "./helpers.ts"
+import { expectTagged, fixturesRoot, generated, tempDir, testPython } from "./helpers.ts"
 import * as safetensors from "./safetensors.ts"
 
 const runtimeRoot = fileURLToPath(new URL("../python", import.meta.url))
@@ -133,21 +133,8 @@ const expectReaderAgrees = (dir: string, layoutHash?: string) =>
   }).pipe(Effect.provide(NodeContext.layer))
 
 /** The tensors of a safetensors artifact, flattened and concatenated in the given order. */
-const artifactValues = (path: string, names: ReadonlyArray<string>): Float32Array => {
-  const artifact = safetensors.decode(readFileSync(path))
-  const parts = names.map((name) => {
-    const tensor = artifact.tensors.get(name)
-    if (tensor === undefined) throw new Error(`artifact ${path} has no tensor ${name}`)
-    return safetensors.f32Values(tensor)
-  })
-  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0))
-  let offset = 0
-  for (const part of parts) {
-    out.set(part, offset)
-    offset += part.length
-  }
-  return out
-}
+const artifactValues = (path: string, names: ReadonlyArray<string>): Float32Array =>
+  safetensors.flatF32(safetensors.decode(readFileSync(path)), names)
 
 /** A pack the owner writes (the five-field manifest), through `ParameterPack.write`. */
 const writeOwnerPack = (dir: string, values: Float32Array, layoutHash: string) =>
@@ -194,21 +181,18 @@ const expectBrokenPacksRefused = (good: string, dir: string, check: Effect.Effec
     const broken = brokenPacks(good, dir)
     const refused = (path: string) => Effect.flip(worker.importParameterPack("cpu", path))
     const layoutError = yield* refused(broken.layout)
-    expect({ ...layoutError }).toMatchObject({
-      _tag: "RemoteError",
+    expectTagged(layoutError, "RemoteError", {
       method: "import_parameter_pack",
       remoteMessage: expect.stringContaining(broken.wrongHash),
     })
     expect(layoutError.message).toMatch(/layout/)
     const lengthError = yield* refused(broken.length)
-    expect({ ...lengthError }).toMatchObject({
-      _tag: "RemoteError",
+    expectTagged(lengthError, "RemoteError", {
       method: "import_parameter_pack",
       remoteMessage: expect.stringMatching(/byte length/),
     })
     const formatError = yield* refused(broken.format)
-    expect({ ...formatError }).toMatchObject({
-      _tag: "RemoteError",
+    expectTagged(formatError, "RemoteError", {
       method: "import_parameter_pack",
       remoteMessage: expect.stringContaining("burn-p2p-python-flattened-parameter-pack-v0"),
     })
@@ -513,8 +497,7 @@ layer(PythonWorker.layer(shortOptions), { excludeTestServices: true })("requireE
         ...options,
         requireExactSteps: true,
       }))
-      expect({ ...error }).toMatchObject({
-        _tag: "RemoteError",
+      expectTagged(error, "RemoteError", {
         method: "run_inner_loop",
         errorType: "ValueError",
         remoteMessage: expect.stringContaining("completed 4 steps, 5 were requested"),
@@ -556,8 +539,7 @@ layer(PythonWorker.layer(liar.options), { excludeTestServices: true })(
         const model = yield* worker.initModel("cpu")
         const options = { numInnerSteps: 5, outputParameterPackPath: "/nonexistent/out", modelSchemaHash: SCHEMA }
         const error = yield* Effect.flip(worker.runInnerLoop(model, [], { ...options, requireExactSteps: true }))
-        expect({ ...error }).toMatchObject({
-          _tag: "ResultMismatchError",
+        expectTagged(error, "ResultMismatchError", {
           method: "run_inner_loop",
           detail: expect.stringMatching(/4 inner steps.*exactly 5/),
         })
@@ -604,12 +586,7 @@ const expectAllGated = (worker: PythonWorker.Service, model: string, advertised:
   Effect.forEach(gatedCalls(worker, model), ([method, capability, call]) =>
     Effect.gen(function* () {
       const error = yield* Effect.flip(call as Effect.Effect<unknown, unknown>)
-      expect({ ...(error as object) }).toMatchObject({
-        _tag: "MissingCapabilityError",
-        method,
-        capability,
-        advertised,
-      })
+      expectTagged(error, "MissingCapabilityError", { method, capability, advertised })
       expect((error as Error).message).toContain(capability)
     }), { discard: true })
 
@@ -952,8 +929,7 @@ describe.skipIf(!torchImportable && !inCI)(
             }
             // The filtered pack does not fit the whole layout: refused, never a partial load.
             const error = yield* Effect.flip(worker.importParameterPack("cpu", part))
-            expect({ ...error }).toMatchObject({
-              _tag: "RemoteError",
+            expectTagged(error, "RemoteError", {
               method: "import_parameter_pack",
               remoteMessage: expect.stringContaining(independentLayoutHash(kept)),
             })

@@ -118,3 +118,22 @@ export const f32Values = (tensor: Tensor): Float32Array => {
   const view = new DataView(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength)
   return Float32Array.from({ length: tensor.data.byteLength / 4 }, (_, index) => view.getFloat32(index * 4, true))
 }
+
+/** The F32 tensors `names` (every tensor, in name order, by default) flattened and concatenated in that order. */
+export const flatF32 = (
+  artifact: Safetensors,
+  names: ReadonlyArray<string> = [...artifact.tensors.keys()].sort(),
+): Float32Array => {
+  const parts = names.map((name) => {
+    const tensor = artifact.tensors.get(name)
+    if (tensor === undefined) throw new Error(`the artifact has no tensor ${name}`)
+    return f32Values(tensor)
+  })
+  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0))
+  let offset = 0
+  for (const part of parts) {
+    out.set(part, offset)
+    offset += part.length
+  }
+  return out
+}

@@ -104,18 +104,6 @@ const writeArtifact = (path: string, layout: Layout, valueAt: (index: number) =>
 
 const readArtifact = (path: string) => safetensors.decode(readFileSync(path))
 
-/** The parameters flattened in name order. */
-const flatValues = (artifact: safetensors.Safetensors): Float32Array => {
-  const parts = [...artifact.tensors.keys()].sort().map((name) => safetensors.f32Values(artifact.tensors.get(name)!))
-  const out = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0))
-  let offset = 0
-  for (const part of parts) {
-    out.set(part, offset)
-    offset += part.length
-  }
-  return out
-}
-
 /** Bit for bit, -0 and NaN payloads included. */
 const expectSameValues = (actual: Float32Array, expected: Float32Array) => {
   const bytes = (values: Float32Array) => new Uint8Array(values.buffer, values.byteOffset, values.byteLength)
@@ -219,13 +207,13 @@ const mergeFixture = Effect.gen(function* () {
       )
       const path = join(dir, `merged-${JSON.stringify(policy).replace(/\W/g, "")}.safetensors`)
       yield* worker.materializeModelArtifact(merged, path)
-      return { modelId: merged, values: flatValues(readArtifact(path)) }
+      return { modelId: merged, values: safetensors.flatF32(readArtifact(path)) }
     })
   const materialize = (modelId: string, name: string) =>
     Effect.gen(function* () {
       const path = join(dir, `${name}.safetensors`)
       yield* worker.materializeModelArtifact(modelId, path)
-      return flatValues(readArtifact(path))
+      return safetensors.flatF32(readArtifact(path))
     })
   return { worker, dir, layout, base, candidates, merge, materialize }
 })
@@ -401,7 +389,7 @@ describe.skipIf(!torchImportable && !inCI)(
           const back = join(dir, "back.safetensors")
           yield* worker.materializeModelArtifact(model, back)
           expectSameTensors(readArtifact(back), readArtifact(written))
-          expect(Object.is(flatValues(readArtifact(back))[0], -0)).toBe(true)
+          expect(Object.is(safetensors.flatF32(readArtifact(back))[0], -0)).toBe(true)
 
           const misfit = join(dir, "misfit.safetensors")
           writeFileSync(misfit, safetensors.encode(new Map([["output.bias", safetensors.f32([3], [1, 2, 3])]])))
