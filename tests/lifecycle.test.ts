@@ -9,7 +9,6 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as HashMap from "effect/HashMap"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Scope from "effect/Scope"
@@ -17,6 +16,7 @@ import { spawn } from "node:child_process"
 import { join } from "node:path"
 import process from "node:process"
 import { make, type PythonWorker } from "../src/PythonWorker.ts"
+import { capturingLogger } from "./fixtures/supervised.ts"
 import { awaitGone, echoBatch, faultWorker, fixturesRoot, isAlive, portIsClosed, testPython } from "./helpers.ts"
 
 const start = (options: PythonWorker.Options) => make(options).pipe(Effect.provide(NodeContext.layer))
@@ -39,19 +39,10 @@ const failure = <A, E>(exit: Exit.Exit<A, E>): E => {
 }
 
 /** A logger that keeps every record, and completes `seen` once a message contains `needle`. */
-const capturingLogger = (needle: string, seen: Deferred.Deferred<void>) => {
-  const records: Array<{ message: string; level: string; annotations: Record<string, unknown> }> = []
-  const logger = Logger.make(({ annotations, logLevel, message }) => {
-    const text = Array.isArray(message) ? message.join(" ") : String(message)
-    records.push({
-      message: text,
-      level: logLevel.label,
-      annotations: Object.fromEntries(HashMap.toEntries(annotations)),
-    })
-    if (text.includes(needle)) Deferred.unsafeDone(seen, Exit.void)
+const capturingLoggerSeeing = (needle: string, seen: Deferred.Deferred<void>) =>
+  capturingLogger((record) => {
+    if (record.message.includes(needle)) Deferred.unsafeDone(seen, Exit.void)
   })
-  return { records, layer: Logger.replace(Logger.defaultLogger, logger) }
-}
 
 /**
  * `count` callers at once, each echoing its own text: every one gets its own
@@ -179,7 +170,7 @@ describe("worker output", () => {
     const worker = faultWorker([{ at: 2, fault: "behave", stderr: "loading shard 17 of 40\n" }])
     return Effect.gen(function* () {
       const seen = yield* Deferred.make<void>()
-      const capture = capturingLogger("loading shard 17 of 40", seen)
+      const capture = capturingLoggerSeeing("loading shard 17 of 40", seen)
       const pid = yield* Effect.scoped(Effect.gen(function* () {
         const service = yield* start(worker.options)
         yield* service.trainWindow("m1", echo("x"))
@@ -278,7 +269,7 @@ describe("release", () => {
     const worker = faultWorker([{ at: 1, fault: "hang", stderr: "stuck in hello\n" }])
     return Effect.gen(function* () {
       const seen = yield* Deferred.make<void>()
-      const capture = capturingLogger("stuck in hello", seen)
+      const capture = capturingLoggerSeeing("stuck in hello", seen)
       const starting = yield* Effect.fork(
         Effect.scoped(start(worker.options)).pipe(
           Effect.provide(capture.layer),
