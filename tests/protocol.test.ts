@@ -77,7 +77,7 @@ describe("protocol schemas", () => {
 })
 
 it.live("Rpcs and the Python worker's dispatch table name the same methods", () =>
-  Effect.gen(function* () {
+  Effect.sync(() => {
     const script =
       "from burn_p2p_python_runtime.dispatch import Dispatcher\nprint(' '.join(sorted(Dispatcher(None)._methods)))"
     const python = spawnSync(testPython, ["-c", script], {
