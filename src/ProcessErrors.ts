@@ -159,10 +159,13 @@ const /** @internal */ WorkerGaveUpErrorBase: ErrorBase<
     method: typeof Schema.String
     /** Worker processes started in all, the first included. */
     starts: typeof Schema.Number
+    /** What killed or stopped the last one, when it was more than its exit: a timeout, a failed start. */
+    cause: Schema.optional<typeof Schema.Defect>
   } & ExitFields
 > = Schema.TaggedError<WorkerGaveUpError>()("WorkerGaveUpError", {
   method: Schema.String,
   starts: Schema.Number,
+  cause: Schema.optional(Schema.Defect),
   ...ExitFields,
 })
 /**
@@ -189,7 +192,10 @@ const /** @internal */ WorkerGaveUpErrorBase: ErrorBase<
 export class WorkerGaveUpError extends WorkerGaveUpErrorBase {
   /** The method, the number of starts, the last exit status and the stderr tail. */
   override get message(): string {
+    const after = this.cause instanceof Error ? ` after: ${this.cause.message.slice(0, 300)}` : ""
     return `${this.method}: the Python worker is not restarted any more after ${this.starts} starts; ` +
-      `the last one (pid ${this.pid ?? "?"}) ${describeExit(this.exitCode, this.signal)}${quoteStderr(this.stderrTail)}`
+      `the last one (pid ${this.pid ?? "?"}) ${describeExit(this.exitCode, this.signal)}${after}${
+        quoteStderr(this.stderrTail)
+      }`
   }
 }

@@ -208,6 +208,16 @@ export const listen = (
       Deferred.unsafeDone(accepted, Effect.succeed(socket))
     }
 
+    const proven: Array<{ socket: Net.Socket; proof: Outsider }> = []
+    const judgeProof = (socket: Net.Socket, proof: Outsider) => {
+      if (proof.pgid !== null && proof.pgid !== expected) {
+        outsider = proof
+        socket.destroy()
+        return Deferred.unsafeDone(accepted, Effect.fail(proof))
+      }
+      take(socket)
+    }
+
     // Judged in batches, once per turn of the event loop: see `peersInGroup`.
     let toJudge: Array<Net.Socket> = []
     const judgeBatch = () => {
@@ -217,7 +227,8 @@ export const listen = (
       batch.forEach((socket, i) => {
         if (connection !== undefined) return socket.destroy()
         if (verdicts[i] === false) {
-          outsider = { pid: null, pgid: null }
+          // Only a live peer proven outside the group explains a launcher's exit; a probe that left does not.
+          if (!socket.destroyed) outsider = { pid: null, pgid: null }
           return socket.destroy()
         }
         take(socket)
@@ -237,8 +248,15 @@ export const listen = (
         let server: Net.Server
         try {
           server = Net.createServer({ noDelay: true })
-          server.once("error", (cause) => resume(Effect.fail({ cause })))
-          server.listen({ host: "127.0.0.1", port: 0 }, () => resume(Effect.succeed(server)))
+          let listening = false
+          // Kept for good: a later accept error (EMFILE) must not be uncaught.
+          server.on("error", (cause) => {
+            if (!listening) resume(Effect.fail({ cause }))
+          })
+          server.listen({ host: "127.0.0.1", port: 0 }, () => {
+            listening = true
+            resume(Effect.succeed(server))
+          })
         } catch (cause) {
           // Deno without --allow-net throws here.
           return resume(Effect.fail({ cause }))
@@ -256,12 +274,9 @@ export const listen = (
       if (token !== undefined) {
         readToken(socket, token, (proof) => {
           if (proof === undefined) return socket.destroy()
-          if (expected !== undefined && proof.pgid !== null && proof.pgid !== expected) {
-            outsider = proof
-            socket.destroy()
-            return Deferred.unsafeDone(accepted, Effect.fail(proof))
-          }
-          take(socket)
+          // Before `accept` knows the pid, the proof waits to be judged.
+          if (expected === undefined) return proven.push({ socket, proof })
+          judgeProof(socket, proof)
         })
       } else if (expected === undefined) {
         waiting.push(socket)
@@ -285,6 +300,7 @@ export const listen = (
         Effect.suspend(() => {
           expected = pid
           for (const socket of waiting.splice(0)) judgeByGroup(socket)
+          for (const { proof, socket } of proven.splice(0)) judgeProof(socket, proof)
           return Deferred.await(accepted)
         }),
       outsider: () => outsider,

@@ -100,7 +100,8 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
     const instances = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const supervisors = yield* FiberSet.make()
     const events = yield* PubSub.unbounded<WorkerEvent>({ replay: EVENT_REPLAY })
-    const deaths = new Map<number, WorkerDeath>()
+    // How each generation died, for `ModelLostError`: a line, not the whole death (its stderr tail).
+    const deaths = new Map<number, string>()
 
     let state: State = State.Restarting({ generation: 1 })
     let changed = yield* Deferred.make<void>()
@@ -129,10 +130,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
           generation: stale.generation,
           currentGeneration,
           method,
-          died: Option.match(Option.fromNullable(deaths.get(stale.generation)), {
-            onNone: () => "is not a worker process of this service",
-            onSome: (death) => describeDeath(death),
-          }),
+          died: deaths.get(stale.generation) ?? "is not a worker process of this service",
         }),
     }
     const onInstance = <P, R, A>(
@@ -231,7 +229,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
     /** Watches one instance from its launch until it dies; its death, for every caller that needs it. */
     const watch = (instance: Instance): Effect.Effect<void> =>
       awaitDeath(instance.generation, instance.process, instance.connection, (death) => {
-        deaths.set(instance.generation, death)
+        deaths.set(instance.generation, describeDeath(death))
         return Deferred.succeed(instance.died, death)
       })
 
@@ -261,7 +259,13 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
           )
           yield* emit({ _tag: "GaveUp", generation: death.generation, starts, death })
           return setState(State.Stopped({
-            error: (method) => new WorkerGaveUpError({ method, starts, ...exitFields(death) }),
+            error: (method) =>
+              new WorkerGaveUpError({
+                method,
+                starts,
+                ...exitFields(death),
+                ...(death.cause === undefined ? {} : { cause: death.cause }),
+              }),
           }))
         }
         const delay = Math.max(MIN_RESTART_DELAY_MILLIS, ScheduleIntervals.start(decision.intervals) - now)
@@ -292,7 +296,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
               stderrTail: "stderrTail" in error && typeof error.stderrTail === "string" ? error.stderrTail : "",
               cause: error,
             }
-            deaths.set(generation, failed)
+            deaths.set(generation, describeDeath(failed))
             yield* onDeath(failed, undefined)
           }),
       })

@@ -8,6 +8,7 @@ import type * as CommandExecutor from "@effect/platform/CommandExecutor"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import type { PythonWorker } from "../PythonWorker.ts"
 import { make as makeWith } from "./worker.ts"
@@ -51,6 +52,9 @@ export const make = <E = never>(
           (scope) => makeWith(options.options(index), `w${index}.`).pipe(Scope.extend(scope)),
         ),
       { concurrency: "unbounded" },
+    ).pipe(
+      // The workers that did start stop now, not when the caller's scope closes.
+      Effect.tapErrorCause((cause) => Scope.close(all, Exit.failCause(cause))),
     )
     const free = makeFreeList(workers.map((_, index) => index))
 

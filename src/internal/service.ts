@@ -5,6 +5,7 @@
  *
  * @internal
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
@@ -23,6 +24,9 @@ type Methods = PythonWorker.Methods
  * the context) on every call.
  */
 const spanOptions = { captureStackTrace: false } as const
+
+/** How long a scoped model's release may wait for the wire. */
+const RELEASE_GRACE = Duration.seconds(5)
 
 const method = (calls: Calls, name: string, rpc: AnyRpc) => {
   const spanName = `PythonWorker.${name}`
@@ -53,7 +57,8 @@ export const make = (
     Effect.acquireRelease(
       typed.initModel(device, options),
       // Whatever happened, and never an error: a worker that is gone has freed it already.
-      (modelId) => Effect.ignore(typed.releaseModel(modelId)),
+      // Bounded: a release queued behind a hung call, or waiting for a restart, must not hold the scope.
+      (modelId) => typed.releaseModel(modelId).pipe(Effect.interruptible, Effect.timeout(RELEASE_GRACE), Effect.ignore),
     )
   return {
     ...typed,
