@@ -115,6 +115,25 @@ describe("PythonWorkerPool", () => {
     })
   })
 
+  it.scopedLive("with make in a scope that stays open, a failed start still stops the worker that did start", () => {
+    const tag = newTag()
+    return Effect.gen(function* () {
+      const dir = yield* tempDir
+      const options = (index: number) =>
+        index === 1
+          ? indexed(tag, { record: dir, start_delay_seconds: 0.5 }, {
+            workloadFactory: "supervised_workload:make_raising_late",
+          })(index)
+          : indexed(tag, { record: dir })(index)
+      // The test's scope stays open: nothing but the pool itself may stop worker 0.
+      const exit = yield* Effect.exit(
+        PythonWorkerPool.make({ size: 2, options }).pipe(Effect.provide(NodeContext.layer)),
+      )
+      expectTagged(failure(exit), "WorkerConnectError", { reason: "ProcessExited" })
+      yield* awaitAllGone(attempts(dir), tag)
+    })
+  })
+
   it.live("withWorker is first come, first served: 20 queued callers run in arrival order", () => {
     const tag = newTag()
     return Effect.gen(function* () {
