@@ -360,6 +360,23 @@ describe("deaths without restarts", () => {
   )
 })
 
+describe("deadlines", () => {
+  it.scoped(
+    "a call's deadline counts from when its Effect runs, not from when it was built, each time it runs",
+    () =>
+      Effect.gen(function* () {
+        const launcher = makeLauncher()
+        const m = yield* manager.make(options(launcher))
+        const call = train(m, "m1", 100)
+        yield* advance(1000)
+        expect(yield* call).toEqual({ loss: 0.5 })
+        yield* advance(1000)
+        expect(yield* call).toEqual({ loss: 0.5 })
+      }),
+    FAST,
+  )
+})
+
 describe("restarts", () => {
   it.scoped("a call made while restarting waits and runs on the new generation", () =>
     Effect.gen(function* () {

@@ -53,6 +53,8 @@ export interface Instance {
 
 /** @internal */
 export interface CallContext {
+  /** The manager's clock, read directly on every call. */
+  readonly clock: Clock.Clock
   readonly maxFrameBytes: number
   readonly idPrefix: string
   /** The error for a model id of an earlier generation. */
@@ -137,7 +139,7 @@ export const instanceCalls = (
     callOptions: CallOptions | undefined,
   ) =>
     Effect.flatMap(
-      timingOf(callTimeout, rpc.method, callOptions),
+      Effect.suspend(() => timingOf(context.clock, callTimeout, rpc.method, callOptions)),
       (timing) =>
         callOn(context, instance, rpc, build, finish, timing).pipe(
           Effect.catchIf((error): error is Lost => error instanceof Lost, (lost) =>

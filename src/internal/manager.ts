@@ -118,10 +118,13 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
     }
     const emit = (event: WorkerEvent) => PubSub.publish(events, event)
 
+    const clock = yield* Effect.clock
+    // Suspended: the deadline counts from when the call runs, not from when its Effect was built.
     const deadlineOf = (method: string, callOptions: CallOptions | undefined) =>
-      timingOf(options.callTimeout, method, callOptions)
+      Effect.suspend(() => timingOf(clock, options.callTimeout, method, callOptions))
 
     const context: CallContext = {
+      clock,
       maxFrameBytes: options.maxFrameBytes,
       idPrefix: options.idPrefix,
       modelLost: (method, stale, currentGeneration) =>
@@ -188,7 +191,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
             }
           }
         })
-        return observe(rpc.method, timing.stats, span, attempt)
+        return observe(clock, rpc.method, timing.stats, span, attempt)
       })
 
     const awaitChange = (method: string, timing: Timing) => {

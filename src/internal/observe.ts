@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import * as Clock from "effect/Clock"
+import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -50,66 +50,61 @@ const newStats = (): Stats => ({
 })
 
 /**
- * A call's deadline: its own `timeout`, else `callTimeout`, else none.
+ * A call's deadline: its own `timeout`, else `callTimeout`, else none. Read
+ * from the manager's `Clock` directly: this runs on every call.
  *
  * @internal
  */
 export const timingOf = (
+  clock: Clock.Clock,
   callTimeout: Option.Option<Duration.Duration>,
   method: string,
   callOptions: CallOptions | undefined,
-): Effect.Effect<Timing, InvalidArgumentError> => {
+): Either.Either<Timing, InvalidArgumentError> => {
   const timeout = callOptions?.timeout === undefined
     ? Either.right(callTimeout)
     : Either.map(decodeCallTimeout(method, callOptions.timeout), Option.some)
-  if (Either.isLeft(timeout)) return Effect.fail(timeout.left)
-  if (Option.isNone(timeout.right)) {
-    return Effect.sync(() => ({ deadline: undefined, timeoutMillis: 0, stats: newStats() }))
-  }
+  if (Either.isLeft(timeout)) return Either.left(timeout.left)
+  if (Option.isNone(timeout.right)) return Either.right({ deadline: undefined, timeoutMillis: 0, stats: newStats() })
   const timeoutMillis = Duration.toMillis(timeout.right.value)
-  return Effect.map(
-    Clock.currentTimeMillis,
-    (now) => ({ deadline: now + timeoutMillis, timeoutMillis, stats: newStats() }),
-  )
+  return Either.right({ deadline: clock.unsafeCurrentTimeMillis() + timeoutMillis, timeoutMillis, stats: newStats() })
 }
 
 /** @internal */
 export const observe = <A>(
+  clock: Clock.Clock,
   method: string,
   stats: Stats,
   span: Tracer.Span | undefined,
   call: Effect.Effect<A, CallError>,
 ): Effect.Effect<A, CallError> => {
   const metrics = Metrics.forMethod(method)
-  return Effect.flatMap(
-    Clock.currentTimeNanos,
-    (start) =>
-      Effect.onExit(call, (exit) =>
-        Effect.map(Clock.currentTimeNanos, (end) => {
-          const outcome = Exit.isSuccess(exit)
-            ? "ok"
-            : exit.cause._tag === "Fail"
-            ? exit.cause.error._tag
-            : exit.cause._tag === "Interrupt"
-            ? "interrupted"
-            : "defect"
-          Metrics.callDuration.unsafeUpdate(Number(end - start) / 1e6, metrics.labels)
-          if (stats.requestBytes > 0) Metrics.requestBytes.unsafeUpdate(stats.requestBytes, metrics.labels)
-          if (stats.responseBytes > 0) Metrics.responseBytes.unsafeUpdate(stats.responseBytes, metrics.labels)
-          if (Exit.isFailure(exit)) Metrics.callErrors.unsafeUpdate(1, Metrics.errorLabels(metrics, outcome))
-          if (stats.connection !== undefined && stats.pid !== undefined) {
-            Metrics.queuedCalls.unsafeUpdate(stats.connection.inFlight(), Metrics.labelsOfPid(stats.pid))
-          }
-          if (span !== undefined) {
-            span.attribute("rpc.outcome", outcome)
-            span.attribute("rpc.request_bytes", stats.requestBytes)
-            span.attribute("rpc.response_bytes", stats.responseBytes)
-            if (stats.pid !== undefined) {
-              span.attribute("worker.pid", stats.pid)
-              span.attribute("worker.generation", stats.generation)
-            }
-            if (stats.modelId !== undefined) span.attribute("worker.model_id", stats.modelId)
-          }
-        })),
-  )
+  const start = clock.unsafeCurrentTimeNanos()
+  return Effect.onExit(call, (exit) =>
+    Effect.sync(() => {
+      const outcome = Exit.isSuccess(exit)
+        ? "ok"
+        : exit.cause._tag === "Fail"
+        ? exit.cause.error._tag
+        : exit.cause._tag === "Interrupt"
+        ? "interrupted"
+        : "defect"
+      Metrics.callDuration.unsafeUpdate(Number(clock.unsafeCurrentTimeNanos() - start) / 1e6, metrics.labels)
+      if (stats.requestBytes > 0) Metrics.requestBytes.unsafeUpdate(stats.requestBytes, metrics.labels)
+      if (stats.responseBytes > 0) Metrics.responseBytes.unsafeUpdate(stats.responseBytes, metrics.labels)
+      if (Exit.isFailure(exit)) Metrics.callErrors.unsafeUpdate(1, Metrics.errorLabels(metrics, outcome))
+      if (stats.connection !== undefined && stats.pid !== undefined) {
+        Metrics.queuedCalls.unsafeUpdate(stats.connection.inFlight(), Metrics.labelsOfPid(stats.pid))
+      }
+      if (span !== undefined) {
+        span.attribute("rpc.outcome", outcome)
+        span.attribute("rpc.request_bytes", stats.requestBytes)
+        span.attribute("rpc.response_bytes", stats.responseBytes)
+        if (stats.pid !== undefined) {
+          span.attribute("worker.pid", stats.pid)
+          span.attribute("worker.generation", stats.generation)
+        }
+        if (stats.modelId !== undefined) span.attribute("worker.model_id", stats.modelId)
+      }
+    }))
 }
