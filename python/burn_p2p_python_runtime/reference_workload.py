@@ -396,24 +396,14 @@ class ReferenceWorkload:
     def _sgd(self, state, xs, ys):
         """Minibatch SGD over the examples in order; updates ``state`` in place."""
         weight, bias, classes = state.weight, state.bias, range(self.classes)
-        rate, exp, log = self.learning_rate, math.exp, math.log
+        rate = self.learning_rate
         loss_sum, correct, steps = 0.0, 0, 0
         for start in range(0, len(xs), self.batch_size):
             batch_x = xs[start : start + self.batch_size]
             batch_y = ys[start : start + self.batch_size]
-            grad_w = [[0.0] * self.features for _ in classes]
-            grad_b = [0.0] * self.classes
-            for x, y in zip(batch_x, batch_y):
-                logits = [b + sum(map(mul, row, x)) for row, b in zip(weight, bias)]
-                top = max(logits)
-                exps = [exp(value - top) for value in logits]
-                total = sum(exps)
-                loss_sum += log(total) + top - logits[y]
-                correct += logits.index(top) == y
-                for c in classes:
-                    g = exps[c] / total - (c == y)
-                    grad_b[c] += g
-                    grad_w[c] = [acc + g * xi for acc, xi in zip(grad_w[c], x)]
+            grad_w, grad_b, batch_loss, batch_correct = self._gradients(weight, bias, batch_x, batch_y)
+            loss_sum += batch_loss
+            correct += batch_correct
             scale = rate / len(batch_x)
             for c in classes:
                 weight[c] = [w - scale * g for w, g in zip(weight[c], grad_w[c])]
