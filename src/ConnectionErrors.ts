@@ -9,21 +9,24 @@ import * as Schema from "effect/Schema"
 import { quoteStderr, stderrTailOrEmpty } from "./internal/errorFields.ts"
 import type { ErrorBase } from "./internal/wire.ts"
 
+/** What a protocol error can be: written once for the type and the schema. */
+const protocolFaults = [
+  "FrameTooLarge",
+  "TruncatedFrame",
+  "InvalidUtf8",
+  "InvalidJson",
+  "InvalidEnvelope",
+  "UnexpectedId",
+  "UnsolicitedFrame",
+  "InvalidResult",
+  "UnsupportedVersion",
+] as const
+
 const /** @internal */ ProtocolErrorBase: ErrorBase<ProtocolError, "ProtocolError", {
   method: Schema.NullOr<typeof Schema.String>
   id: Schema.NullOr<typeof Schema.Number>
   pid: Schema.NullOr<typeof Schema.Number>
-  reason: Schema.Literal<[
-    "FrameTooLarge",
-    "TruncatedFrame",
-    "InvalidUtf8",
-    "InvalidJson",
-    "InvalidEnvelope",
-    "UnexpectedId",
-    "UnsolicitedFrame",
-    "InvalidResult",
-    "UnsupportedVersion",
-  ]>
+  reason: Schema.Literal<typeof protocolFaults>
   detail: typeof Schema.String
   /** Quoted when the worker's end explains the fault (a frame cut short by its exit). */
   stderrTail: Schema.optionalWith<typeof Schema.String, { default: () => string }>
@@ -31,17 +34,7 @@ const /** @internal */ ProtocolErrorBase: ErrorBase<ProtocolError, "ProtocolErro
   method: Schema.NullOr(Schema.String),
   id: Schema.NullOr(Schema.Number),
   pid: Schema.NullOr(Schema.Number),
-  reason: Schema.Literal(
-    "FrameTooLarge",
-    "TruncatedFrame",
-    "InvalidUtf8",
-    "InvalidJson",
-    "InvalidEnvelope",
-    "UnexpectedId",
-    "UnsolicitedFrame",
-    "InvalidResult",
-    "UnsupportedVersion",
-  ),
+  reason: Schema.Literal(...protocolFaults),
   detail: Schema.String,
   stderrTail: stderrTailOrEmpty,
 })
