@@ -807,9 +807,6 @@ const command = Command.make("bench", {
   noRust: Options.boolean("no-rust", { negationNames: ["rust"] }).pipe(
     Options.withDescription("--rust (default) adds the seed Rust client as a baseline when cargo can build it"),
   ),
-  pin: Options.boolean("pin").pipe(
-    Options.withDescription("accepted for older command lines: the client is always on cpu0 now (see --section)"),
-  ),
   profile: Options.text("profile").pipe(
     Options.optional,
     Options.withDescription(

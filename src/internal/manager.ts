@@ -78,7 +78,6 @@ export interface ManagerOptions<E> {
 /** @internal */
 export interface Manager extends Calls {
   readonly events: Stream.Stream<WorkerEvent>
-  readonly queued: () => number
 }
 
 type State = Data.TaggedEnum<{
@@ -240,6 +239,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
     const supervise = (instance: Instance): Effect.Effect<void> =>
       Effect.gen(function* () {
         const death = yield* Deferred.await(instance.died)
+        Metrics.forgetPid(instance.pid)
         if (state._tag === "Closing") return
         yield* Effect.forkIn(Scope.close(instance.scope, Exit.void), scope)
         yield* onDeath(death, instance.connection.reason())
@@ -351,6 +351,5 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
     return {
       ...managerCalls,
       events: Stream.fromPubSub(events),
-      queued: () => current?.connection.inFlight() ?? 0,
     } satisfies Manager
   })
