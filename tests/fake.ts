@@ -182,8 +182,17 @@ export const makeWorker = (
     // What the worker sent before the client listened (a socket buffers it too).
     const early: Array<Uint8Array> = []
 
+    // Answers are counted as they go out, before the client sees them: a
+    // client that writes its next request from the answer's handler has none outstanding.
+    const sent = new FrameDecoder(1 << 30)
+    let countable = true
     const push = (data: Uint8Array) => {
       if (destroyed || ended) return
+      if (countable) {
+        const { frames, fault } = sent.push(data)
+        outstanding -= frames.length
+        countable = fault === undefined
+      }
       if (handlers === undefined) early.push(data)
       else handlers.data(data)
     }
@@ -247,7 +256,6 @@ export const makeWorker = (
       const request = yield* Queue.take(inbox)
       const steps = script(request, index++) ?? fallback(request)
       for (const step of steps) yield* runStep(step)
-      outstanding--
     })))
 
     const process: FakeProcess = {

@@ -6,13 +6,13 @@
  *
  * @internal
  */
-import * as Cause from "effect/Cause"
-import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
@@ -102,11 +102,16 @@ export interface Connection {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
+/** Where a call is: waiting for the wire, written, or over. */
+type Phase = "queued" | "sent" | "done"
+
+/** The call on the wire: what its answer, or the connection's close, settles. */
 interface Pending {
   readonly id: number
   readonly method: string
-  readonly answer: Deferred.Deferred<Envelope, CallError | Lost>
   readonly stats: { requestBytes: number; responseBytes: number } | undefined
+  readonly answered: (envelope: Envelope) => void
+  readonly failed: (error: CallError | Lost) => void
 }
 
 /** @internal */
@@ -117,8 +122,10 @@ export const make = (options: {
 }): Effect.Effect<Connection, never, Scope.Scope> =>
   Effect.gen(function* () {
     const { transport, pid } = options
-    // Abandoned answers are awaited here: closing the scope interrupts them.
-    const drains = yield* FiberSet.make()
+    // Deadline timers run here, on the owner's clock: closing the scope interrupts them.
+    const timers = yield* FiberSet.make()
+    const runTimer = yield* FiberSet.runtime(timers)()
+    const clock = yield* Effect.clock
     const lock = Lock.make()
     const closedWith = yield* Deferred.make<CloseReason>()
     const decoder = new FrameDecoder(options.maxFrameBytes)
@@ -134,7 +141,7 @@ export const make = (options: {
       transport.destroy()
       const waiting = pending
       pending = undefined
-      if (waiting !== undefined) Deferred.unsafeDone(waiting.answer, Exit.fail(pendingFailure(waiting, why)))
+      if (waiting !== undefined) waiting.failed(pendingFailure(waiting, why))
       Deferred.unsafeDone(closedWith, Exit.succeed(why))
     }
 
@@ -195,7 +202,7 @@ export const make = (options: {
       }
       pending = undefined
       if (waiting.stats !== undefined) waiting.stats.responseBytes = HEADER_BYTES + bytes.length
-      Deferred.unsafeDone(waiting.answer, Exit.succeed(message))
+      waiting.answered(message)
     }
 
     transport.listen({
@@ -212,111 +219,110 @@ export const make = (options: {
     })
     yield* Effect.addFinalizer(() => Effect.sync(() => close(CloseReason.Closed())))
 
-    const remaining = (deadline: number) => Effect.map(Clock.currentTimeMillis, (now) => Math.max(0, deadline - now))
-
-    /** Awaits the answer within the deadline; past it the connection closes, since the worker's state is unknown. */
-    const settleAnswer = (waiting: Pending, request: Request) =>
-      request.deadline === undefined ? Deferred.await(waiting.answer) : Effect.flatMap(
-        remaining(request.deadline),
-        (left) =>
-          Deferred.await(waiting.answer).pipe(
-            // Interruptible even when the caller is not (the manager calls
-            // `shutdown` from a finalizer): otherwise the timeout could not fire.
-            Effect.interruptible,
-            Effect.timeoutFail({
-              duration: left,
-              onTimeout: () => {
-                const error = new RpcTimeoutError({
-                  method: waiting.method,
-                  id: waiting.id,
-                  pid,
-                  timeoutMillis: request.timeoutMillis,
-                })
-                close(CloseReason.TimedOut({ error }))
-                return error
-              },
-            }),
-          ),
-      )
-
-    const release = () => {
-      waitingCalls--
-      lock.release()
-    }
-
-    /** Written and settled once the call holds the wire. Plain combinators: this runs on every call. */
-    const onWire = <A>(
-      request: Request,
-      settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
-      restore: <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>,
-    ): Effect.Effect<A, CallError | Lost> => {
-      const { method } = request
-      if (reason !== undefined) {
-        release()
-        return Effect.fail(new Lost({ reason, sent: false, method, id: null }))
-      }
-      const id = nextId++
-      const waiting: Pending = { id, method, answer: Deferred.unsafeMake(FiberId.none), stats: request.stats }
-      pending = waiting
-      const frame = encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, request.paramsJson)
-      if (request.stats !== undefined) request.stats.requestBytes = frame.length
-      transport.write(frame)
-      return Effect.matchCauseEffect(restore(settleAnswer(waiting, request)), {
-        onFailure: (cause) => {
-          if (Cause.isInterruptedOnly(cause)) {
-            // The abandoned answer still holds the wire: the next request
-            // goes out only once it has come (or the connection has closed).
-            return Effect.zipRight(
-              FiberSet.run(drains, Effect.ensuring(Effect.exit(settleAnswer(waiting, request)), Effect.sync(release))),
-              Effect.interrupt,
-            )
-          }
-          release()
-          return cause._tag === "Fail" ? Effect.fail(cause.error) : Effect.failCause(cause)
-        },
-        onSuccess: (envelope) => {
-          const result = settle(envelope, id)
-          // Settled before the wire passes on: a result that breaks its schema
-          // closes the connection before the next request could be written.
-          if (Either.isLeft(result) && result.left._tag === "ProtocolError") {
-            close(CloseReason.Faulted({ error: result.left }))
-          }
-          release()
-          return result
-        },
-      })
-    }
-
+    /**
+     * One call, as plain synchronous state: queued for the wire, then on it,
+     * then done. Written by the grant of the permit, which the answer before
+     * it releases in the same stack; settled in the stack that read its
+     * answer. The fiber is resumed once, with the outcome.
+     */
     const call = <A>(
       request: Request,
       settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
     ): Effect.Effect<A, CallError | Lost> =>
-      Effect.uninterruptibleMask((restore) => {
-        const { method } = request
-        if (reason !== undefined) return Effect.fail(new Lost({ reason, sent: false, method, id: null }))
+      Effect.async<A, CallError | Lost>((resume) => {
+        const { method, deadline } = request
+        if (reason !== undefined) return resume(Effect.fail(new Lost({ reason, sent: false, method, id: null })))
         const queuedTimeout = () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis: request.timeoutMillis })
-        // A queued call that times out never reached the wire: the connection stays open.
+        // Writing with no time left would only make the worker's state untrustworthy.
+        if (deadline !== undefined && clock.unsafeCurrentTimeMillis() >= deadline) {
+          return resume(Effect.fail(queuedTimeout()))
+        }
+        let phase = "queued" as Phase
+        let abandoned = false
+        let id: number | null = null
+        let timer: Fiber.RuntimeFiber<void> | undefined
+
+        /** The call is over: it leaves the count, and its timer stops. */
+        const finish = () => {
+          phase = "done"
+          waitingCalls--
+          if (timer !== undefined) timer.unsafeInterruptAsFork(FiberId.none)
+        }
+        /** Over, and the wire passes on before the caller resumes: the next request goes out first. */
+        const complete = (outcome: Effect.Effect<A, CallError | Lost> | undefined) => {
+          finish()
+          lock.release()
+          if (outcome !== undefined && !abandoned) resume(outcome)
+        }
+
+        const answered = (envelope: Envelope) => {
+          if (abandoned) return complete(undefined)
+          let outcome: Effect.Effect<A, CallError>
+          try {
+            const result = settle(envelope, id!)
+            // Settled before the wire passes on: a result that breaks its schema
+            // closes the connection before the next request could be written.
+            if (Either.isLeft(result) && result.left._tag === "ProtocolError") {
+              close(CloseReason.Faulted({ error: result.left }))
+            }
+            outcome = result
+          } catch (defect) {
+            outcome = Effect.die(defect)
+          }
+          complete(outcome)
+        }
+
+        const granted = (): boolean => {
+          if (reason !== undefined) {
+            finish()
+            resume(Effect.fail(new Lost({ reason, sent: false, method, id: null })))
+            return false
+          }
+          if (deadline !== undefined && clock.unsafeCurrentTimeMillis() >= deadline) {
+            finish()
+            resume(Effect.fail(queuedTimeout()))
+            return false
+          }
+          id = nextId++
+          phase = "sent"
+          pending = { id, method, stats: request.stats, answered, failed: (error) => complete(Effect.fail(error)) }
+          const frame = encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, request.paramsJson)
+          if (request.stats !== undefined) request.stats.requestBytes = frame.length
+          transport.write(frame)
+          return true
+        }
+
         waitingCalls++
-        const ticket = lock.enqueue()
-        const deadline = request.deadline
-        const queued = deadline === undefined ? ticket.wait : Effect.flatMap(
-          remaining(deadline),
-          (left) =>
-            ticket.wait.pipe(Effect.interruptible, Effect.timeoutFail({ duration: left, onTimeout: queuedTimeout })),
-        )
-        return Effect.matchCauseEffect(restore(queued), {
-          onFailure: (cause) => {
-            waitingCalls--
-            ticket.cancel()
-            return Effect.failCause(cause)
-          },
-          onSuccess: () =>
-            deadline === undefined ? onWire(request, settle, restore) : Effect.flatMap(remaining(deadline), (left) => {
-              // Writing with no time left would only make the worker's state untrustworthy.
-              if (left > 0) return onWire(request, settle, restore)
-              release()
-              return Effect.fail(queuedTimeout())
+        const leave = lock.acquire(granted)
+        if (deadline !== undefined && phase !== "done") {
+          // Its own fiber, not the caller's: an abandoned call's deadline still holds.
+          timer = runTimer(Effect.zipRight(
+            clock.sleep(Duration.millis(deadline - clock.unsafeCurrentTimeMillis())),
+            Effect.sync(() => {
+              timer = undefined
+              if (phase === "queued") {
+                // Never written: the connection stays open.
+                leave()
+                finish()
+                resume(Effect.fail(queuedTimeout()))
+              } else if (phase === "sent") {
+                close(CloseReason.TimedOut({
+                  error: new RpcTimeoutError({ method, id, pid, timeoutMillis: request.timeoutMillis }),
+                }))
+              }
             }),
+          ))
+        }
+        // Interrupted: a queued call leaves the queue; one on the wire returns
+        // at once, but its answer still holds the wire until it comes (or the
+        // connection closes), and its deadline still closes the connection.
+        return Effect.sync(() => {
+          if (phase === "queued") {
+            leave()
+            finish()
+          } else if (phase === "sent") {
+            abandoned = true
+          }
         })
       })
 
