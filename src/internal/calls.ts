@@ -5,14 +5,15 @@
  * @internal
  */
 import type * as Effect from "effect/Effect"
-import type * as Tracer from "effect/Tracer"
 import type { Hello, Rpc } from "../Protocol.ts"
 import type { CallOptions } from "../PythonWorker.ts"
 import type { CallError } from "../WorkerError.ts"
+import type { SpanSpec } from "./observe.ts"
 import type { RpcGiving } from "./rpcTypes.ts"
 
 /**
- * What a caller needs of one worker: run any `Rpc` by its service mapping.
+ * What a caller needs of one worker: run any `Rpc` by its service mapping,
+ * in the span `span` names (made and ended by the call, around all of it).
  *
  * @internal
  */
@@ -21,14 +22,14 @@ export interface Calls {
     rpc: RpcGiving<A>,
     args: ReadonlyArray<unknown>,
     options: CallOptions | undefined,
-    span?: Tracer.Span,
+    span?: SpanSpec,
   ) => Effect.Effect<A, CallError>
   /** Wire params and result as they are: no model id mapping. */
   readonly raw: <P, PI, R, RI>(
     rpc: Rpc<P, PI, R, RI>,
     params: P,
     options: CallOptions | undefined,
-    span?: Tracer.Span,
+    span?: SpanSpec,
   ) => Effect.Effect<R, CallError>
   readonly pid: () => number
   readonly generation: () => number

@@ -33,7 +33,7 @@ import { bounded } from "./json.ts"
 import type { Launched, LaunchError } from "./launcher.ts"
 import type { Calls } from "./calls.ts"
 import * as ModelIdsOf from "./modelIds.ts"
-import { type Timing, timingOf } from "./observe.ts"
+import { type SpanSpec, type Timing, timingOf } from "./observe.ts"
 import type { WorkerProcess } from "./process.ts"
 import type { RpcFor } from "./rpcTypes.ts"
 
@@ -137,8 +137,9 @@ export const instanceCalls = (
     build: (ids: ModelIds) => P,
     finish: (result: R, ids: ModelIds) => A,
     callOptions: CallOptions | undefined,
-  ) =>
-    Effect.flatMap(
+    span: SpanSpec | undefined,
+  ) => {
+    const call = Effect.flatMap(
       Effect.suspend(() => timingOf(context.clock, callTimeout, rpc.method, callOptions)),
       (timing) =>
         callOn(context, instance, rpc, build, finish, timing).pipe(
@@ -149,10 +150,12 @@ export const instanceCalls = (
             )),
         ),
     )
+    return span === undefined ? call : Effect.useSpan(span.name, span.options, () => call)
+  }
   return {
-    invoke: (rpc, args, callOptions) =>
-      direct(rpc, (ids) => rpc.toParams(ids, ...args), (result, ids) => rpc.fromResult(result, ids), callOptions),
-    raw: (rpc, params, callOptions) => direct(rpc, () => params, (result) => result, callOptions),
+    invoke: (rpc, args, callOptions, span) =>
+      direct(rpc, (ids) => rpc.toParams(ids, ...args), (result, ids) => rpc.fromResult(result, ids), callOptions, span),
+    raw: (rpc, params, callOptions, span) => direct(rpc, () => params, (result) => result, callOptions, span),
     pid: () => instance.pid,
     generation: () => instance.generation,
     info: () => instance.info,

@@ -17,6 +17,7 @@ import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
@@ -29,7 +30,6 @@ import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type * as Tracer from "effect/Tracer"
 import { type ModelIds, Rpcs } from "../Protocol.ts"
 import type { CallOptions, WorkerDeath, WorkerEvent } from "../PythonWorker.ts"
 import {
@@ -54,7 +54,7 @@ import type { Calls } from "./calls.ts"
 import type { Launched, LaunchError } from "./launcher.ts"
 import * as Metrics from "./metrics.ts"
 import * as ModelIdTags from "./modelIds.ts"
-import { observe, type Timing, timingOf } from "./observe.ts"
+import { observe, type SpanSpec, type Timing, timingOf } from "./observe.ts"
 import type { RpcFor } from "./rpcTypes.ts"
 
 /** The least time between a death and the next start, whatever the schedule says: a crash loop never spins. */
@@ -118,9 +118,6 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
     const emit = (event: WorkerEvent) => PubSub.publish(events, event)
 
     const clock = yield* Effect.clock
-    // Suspended: the deadline counts from when the call runs, not from when its Effect was built.
-    const deadlineOf = (method: string, callOptions: CallOptions | undefined) =>
-      Effect.suspend(() => timingOf(clock, options.callTimeout, method, callOptions))
 
     const context: CallContext = {
       clock,
@@ -152,9 +149,13 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
       build: (ids: ModelIds) => P,
       finish: (result: R, ids: ModelIds) => A,
       callOptions: CallOptions | undefined,
-      span: Tracer.Span | undefined,
+      span: SpanSpec | undefined,
     ): Effect.Effect<A, CallError> =>
-      Effect.flatMap(deadlineOf(rpc.method, callOptions), (timing) => {
+      // Suspended: the deadline counts from when the call runs, not from when its Effect was built.
+      observe(clock, rpc.method, span, (stats) => {
+        const timed = timingOf(clock, options.callTimeout, rpc.method, callOptions, stats)
+        if (Either.isLeft(timed)) return Effect.fail(timed.left)
+        const timing = timed.right
         const attempt: Effect.Effect<A, CallError> = Effect.suspend(() => {
           switch (state._tag) {
             case "Stopped":
@@ -190,7 +191,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
             }
           }
         })
-        return observe(clock, rpc.method, timing.stats, span, attempt)
+        return attempt
       })
 
     const awaitChange = (method: string, timing: Timing) => {

@@ -45,8 +45,10 @@ export const queuedCalls: Metric.Metric.Gauge<number> = Metric.gauge("burn_p2p_w
  * Each method's labels, as one array kept for good: a metric caches its
  * hook per labels array, while `Metric.tagged` builds a new key on every
  * update (measured: a key's formatting was ~2 µs of every call).
+ *
+ * @internal
  */
-interface PerMethod {
+export interface PerMethod {
   readonly labels: ReadonlyArray<MetricLabel.MetricLabel>
   readonly errorLabels: Map<string, ReadonlyArray<MetricLabel.MetricLabel>>
 }

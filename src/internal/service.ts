@@ -1,7 +1,7 @@
 /**
  * The per-method service, derived from `Rpcs`: each entry becomes a method
  * of the same name that maps its positional arguments through the entry,
- * runs in a span, and maps the result back.
+ * runs in a span (made by the call: see `observe.ts`), and maps the result back.
  *
  * @internal
  */
@@ -13,29 +13,21 @@ import { Rpcs } from "../Protocol.ts"
 import type { CallOptions, PythonWorker, WorkerEvent } from "../PythonWorker.ts"
 import type { CallError } from "../WorkerError.ts"
 import type { Calls } from "./calls.ts"
+import { spanSpec } from "./observe.ts"
 import type { AnyRpc } from "./rpcTypes.ts"
 
 type Methods = PythonWorker.Methods
-
-/**
- * The span of one method, without a stack capture (it cost ~30 µs a call).
- * `useSpan`, not `withSpan`: nothing runs under it that would open a child,
- * and providing it as the parent span costs a context update (and a hash of
- * the context) on every call.
- */
-const spanOptions = { captureStackTrace: false } as const
 
 /** How long a scoped model's release may wait for the wire. */
 const RELEASE_GRACE = Duration.seconds(5)
 
 const method = (calls: Calls, name: string, rpc: AnyRpc) => {
-  const spanName = `PythonWorker.${name}`
   // Made once: the span copies what it needs.
-  const options = { ...spanOptions, attributes: { "rpc.method": rpc.method } }
+  const span = spanSpec(`PythonWorker.${name}`, rpc.method)
   return (...args: ReadonlyArray<unknown>) => {
     const callOptions = args.length > rpc.arity ? args[rpc.arity] as CallOptions | undefined : undefined
     const positional = args.length > rpc.arity ? args.slice(0, rpc.arity) : args
-    return Effect.useSpan(spanName, options, (span) => calls.invoke(rpc, positional, callOptions, span))
+    return calls.invoke(rpc, positional, callOptions, span)
   }
 }
 
@@ -72,12 +64,7 @@ export const make = (
       return calls.info()
     },
     events,
-    call: (rpc, params, options) =>
-      Effect.useSpan(
-        "PythonWorker.call",
-        { ...spanOptions, attributes: { "rpc.method": rpc.method } },
-        (span) => calls.raw(rpc, params, options, span),
-      ),
+    call: (rpc, params, options) => calls.raw(rpc, params, options, spanSpec("PythonWorker.call", rpc.method)),
     model,
   }
 }
