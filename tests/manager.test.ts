@@ -454,7 +454,10 @@ describe("restarts", () => {
         yield* settleFibers
         yield* advance(50)
         // The call on the wire is lost with the process; the queued one was never sent.
-        expect(failure(yield* Fiber.await(inFlight))).toMatchObject({ _tag: "WorkerExitedError", method: "train_window" })
+        expect(failure(yield* Fiber.await(inFlight))).toMatchObject({
+          _tag: "WorkerExitedError",
+          method: "train_window",
+        })
         yield* advance(200)
         expect((yield* Fiber.join(queued)).workloadName).toBe("FakeWorkload")
         expect(methods(launcher.workers.get(1))).toEqual(["hello", "train_window"])

@@ -15,6 +15,7 @@ import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
+import { constVoid } from "effect/Function"
 import type * as Scope from "effect/Scope"
 import { Buffer } from "node:buffer"
 import { type CallError, ProtocolError, RpcTimeoutError } from "../WorkerError.ts"
@@ -66,6 +67,15 @@ export interface Envelope {
   readonly traceback?: unknown
 }
 
+/**
+ * Where an unguarded call leaves what its interruption must run.
+ *
+ * @internal
+ */
+export interface CancelSlot {
+  cancel: (() => void) | undefined
+}
+
 /** @internal */
 export interface Request {
   readonly method: string
@@ -89,6 +99,17 @@ export interface Connection {
     request: Request,
     settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
   ) => Effect.Effect<A, CallError | Lost>
+  /**
+   * `call` for a caller whose own mask sees its interruption: the caller
+   * runs it where it can be interrupted and must run `slot.cancel` when it
+   * is. A `Lost` call resumes with `lost`'s effect.
+   */
+  readonly unguarded: <A, E>(
+    request: Request,
+    settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
+    lost: (lost: Lost) => Effect.Effect<A, E>,
+    slot: CancelSlot,
+  ) => Effect.Effect<A, CallError | E>
   /** Resolves with the reason once the connection has closed. */
   readonly closed: Effect.Effect<CloseReason>
   /** The reason, once closed. */
@@ -223,111 +244,144 @@ export const make = (options: {
      * One call, as plain synchronous state: queued for the wire, then on it,
      * then done. Written by the grant of the permit, which the answer before
      * it releases in the same stack; settled in the stack that read its
-     * answer. The fiber is resumed once, with the outcome.
+     * answer; `resume` gets the outcome once. Returns what an interruption
+     * must run: a queued call leaves the queue; one on the wire returns at
+     * once, but its answer still holds the wire until it comes (or the
+     * connection closes), and its deadline still closes the connection.
      */
+    const register = <A, E>(
+      request: Request,
+      settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
+      lost: (lost: Lost) => Effect.Effect<A, E>,
+      resume: (outcome: Effect.Effect<A, CallError | E>) => void,
+    ): () => void => {
+      const { method, deadline } = request
+      if (reason !== undefined) {
+        resume(lost(new Lost({ reason, sent: false, method, id: null })))
+        return constVoid
+      }
+      const queuedTimeout = () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis: request.timeoutMillis })
+      // Writing with no time left would only make the worker's state untrustworthy.
+      if (deadline !== undefined && clock.unsafeCurrentTimeMillis() >= deadline) {
+        resume(Effect.fail(queuedTimeout()))
+        return constVoid
+      }
+      let phase = "queued" as Phase
+      let abandoned = false
+      let id: number | null = null
+      let timer: Fiber.RuntimeFiber<void> | undefined
+
+      /** The call is over: it leaves the count, and its timer stops. */
+      const finish = () => {
+        phase = "done"
+        waitingCalls--
+        if (timer !== undefined) timer.unsafeInterruptAsFork(FiberId.none)
+      }
+      /** Over, and the wire passes on before the caller resumes: the next request goes out first. */
+      const complete = (outcome: Effect.Effect<A, CallError | E> | undefined) => {
+        finish()
+        lock.release()
+        if (outcome !== undefined && !abandoned) resume(outcome)
+      }
+
+      const answered = (envelope: Envelope) => {
+        if (abandoned) return complete(undefined)
+        let outcome: Effect.Effect<A, CallError>
+        try {
+          const result = settle(envelope, id!)
+          // Settled before the wire passes on: a result that breaks its schema
+          // closes the connection before the next request could be written.
+          if (Either.isLeft(result) && result.left._tag === "ProtocolError") {
+            close(CloseReason.Faulted({ error: result.left }))
+          }
+          outcome = result
+        } catch (defect) {
+          outcome = Effect.die(defect)
+        }
+        complete(outcome)
+      }
+
+      const granted = (): boolean => {
+        if (reason !== undefined) {
+          finish()
+          resume(lost(new Lost({ reason, sent: false, method, id: null })))
+          return false
+        }
+        if (deadline !== undefined && clock.unsafeCurrentTimeMillis() >= deadline) {
+          finish()
+          resume(Effect.fail(queuedTimeout()))
+          return false
+        }
+        id = nextId++
+        phase = "sent"
+        pending = {
+          id,
+          method,
+          stats: request.stats,
+          answered,
+          failed: (error) => complete(error instanceof Lost ? lost(error) : Effect.fail(error)),
+        }
+        const frame = encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, request.paramsJson)
+        if (request.stats !== undefined) request.stats.requestBytes = frame.length
+        transport.write(frame)
+        return true
+      }
+
+      waitingCalls++
+      const leave = lock.acquire(granted)
+      if (deadline !== undefined && phase !== "done") {
+        // Its own fiber, not the caller's: an abandoned call's deadline still holds.
+        timer = runTimer(Effect.zipRight(
+          clock.sleep(Duration.millis(deadline - clock.unsafeCurrentTimeMillis())),
+          Effect.sync(() => {
+            timer = undefined
+            if (phase === "queued") {
+              // Never written: the connection stays open.
+              leave()
+              finish()
+              resume(Effect.fail(queuedTimeout()))
+            } else if (phase === "sent") {
+              close(CloseReason.TimedOut({
+                error: new RpcTimeoutError({ method, id, pid, timeoutMillis: request.timeoutMillis }),
+              }))
+            }
+          }),
+        ))
+      }
+      return () => {
+        if (phase === "queued") {
+          leave()
+          finish()
+        } else if (phase === "sent") {
+          abandoned = true
+        }
+      }
+    }
+
     const call = <A>(
       request: Request,
       settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
     ): Effect.Effect<A, CallError | Lost> =>
       Effect.async<A, CallError | Lost>((resume) => {
-        const { method, deadline } = request
-        if (reason !== undefined) return resume(Effect.fail(new Lost({ reason, sent: false, method, id: null })))
-        const queuedTimeout = () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis: request.timeoutMillis })
-        // Writing with no time left would only make the worker's state untrustworthy.
-        if (deadline !== undefined && clock.unsafeCurrentTimeMillis() >= deadline) {
-          return resume(Effect.fail(queuedTimeout()))
-        }
-        let phase = "queued" as Phase
-        let abandoned = false
-        let id: number | null = null
-        let timer: Fiber.RuntimeFiber<void> | undefined
+        const cancel = register(request, settle, Effect.fail, resume)
+        return Effect.sync(cancel)
+      })
 
-        /** The call is over: it leaves the count, and its timer stops. */
-        const finish = () => {
-          phase = "done"
-          waitingCalls--
-          if (timer !== undefined) timer.unsafeInterruptAsFork(FiberId.none)
-        }
-        /** Over, and the wire passes on before the caller resumes: the next request goes out first. */
-        const complete = (outcome: Effect.Effect<A, CallError | Lost> | undefined) => {
-          finish()
-          lock.release()
-          if (outcome !== undefined && !abandoned) resume(outcome)
-        }
-
-        const answered = (envelope: Envelope) => {
-          if (abandoned) return complete(undefined)
-          let outcome: Effect.Effect<A, CallError>
-          try {
-            const result = settle(envelope, id!)
-            // Settled before the wire passes on: a result that breaks its schema
-            // closes the connection before the next request could be written.
-            if (Either.isLeft(result) && result.left._tag === "ProtocolError") {
-              close(CloseReason.Faulted({ error: result.left }))
-            }
-            outcome = result
-          } catch (defect) {
-            outcome = Effect.die(defect)
-          }
-          complete(outcome)
-        }
-
-        const granted = (): boolean => {
-          if (reason !== undefined) {
-            finish()
-            resume(Effect.fail(new Lost({ reason, sent: false, method, id: null })))
-            return false
-          }
-          if (deadline !== undefined && clock.unsafeCurrentTimeMillis() >= deadline) {
-            finish()
-            resume(Effect.fail(queuedTimeout()))
-            return false
-          }
-          id = nextId++
-          phase = "sent"
-          pending = { id, method, stats: request.stats, answered, failed: (error) => complete(Effect.fail(error)) }
-          const frame = encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, request.paramsJson)
-          if (request.stats !== undefined) request.stats.requestBytes = frame.length
-          transport.write(frame)
-          return true
-        }
-
-        waitingCalls++
-        const leave = lock.acquire(granted)
-        if (deadline !== undefined && phase !== "done") {
-          // Its own fiber, not the caller's: an abandoned call's deadline still holds.
-          timer = runTimer(Effect.zipRight(
-            clock.sleep(Duration.millis(deadline - clock.unsafeCurrentTimeMillis())),
-            Effect.sync(() => {
-              timer = undefined
-              if (phase === "queued") {
-                // Never written: the connection stays open.
-                leave()
-                finish()
-                resume(Effect.fail(queuedTimeout()))
-              } else if (phase === "sent") {
-                close(CloseReason.TimedOut({
-                  error: new RpcTimeoutError({ method, id, pid, timeoutMillis: request.timeoutMillis }),
-                }))
-              }
-            }),
-          ))
-        }
-        // Interrupted: a queued call leaves the queue; one on the wire returns
-        // at once, but its answer still holds the wire until it comes (or the
-        // connection closes), and its deadline still closes the connection.
-        return Effect.sync(() => {
-          if (phase === "queued") {
-            leave()
-            finish()
-          } else if (phase === "sent") {
-            abandoned = true
-          }
-        })
+    // No canceler, so no `onInterrupt` of `Effect.async`'s own (six steps of
+    // the fiber on every call): the caller's mask runs `slot.cancel` instead.
+    const unguarded = <A, E>(
+      request: Request,
+      settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
+      lost: (lost: Lost) => Effect.Effect<A, E>,
+      slot: CancelSlot,
+    ): Effect.Effect<A, CallError | E> =>
+      Effect.async<A, CallError | E>((resume) => {
+        slot.cancel = register(request, settle, lost, resume)
       })
 
     return {
       call,
+      unguarded,
       closed: Deferred.await(closedWith),
       reason: () => reason,
       close,

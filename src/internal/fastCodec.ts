@@ -47,15 +47,15 @@ class Compiler {
     const found = memo.get(ast)
     if (found !== undefined) return found
     // Recursive schemas (`Suspend`) meet themselves: a forwarder until compiled.
-    let compiled: Parser | undefined
-    memo.set(ast, (input) => compiled!(input))
+    const slot: { parser?: Parser } = {}
+    memo.set(ast, (input) => slot.parser!(input))
     if (
       Option.isSome(AST.getParseOptionsAnnotation(ast)) ||
       (isDecoding && Option.isSome(AST.getDecodingFallbackAnnotation(ast)))
     ) throw new Unsupported()
-    compiled = this.node(ast, isDecoding)
-    memo.set(ast, compiled)
-    return compiled
+    slot.parser = this.node(ast, isDecoding)
+    memo.set(ast, slot.parser)
+    return slot.parser
   }
 
   private node(ast: AST.AST, isDecoding: boolean): Parser {
@@ -78,9 +78,7 @@ class Compiler {
       case "Transformation":
         return this.transformation(ast, isDecoding)
       case "Declaration": {
-        const parse = isDecoding
-          ? ast.decodeUnknown(...ast.typeParameters)
-          : ast.encodeUnknown(...ast.typeParameters)
+        const parse = isDecoding ? ast.decodeUnknown(...ast.typeParameters) : ast.encodeUnknown(...ast.typeParameters)
         return (input) => fromResult(parse(input, OPTIONS, ast))
       }
       case "Literal": {

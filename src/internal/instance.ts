@@ -27,7 +27,7 @@ import {
   ResultMismatchError,
 } from "../WorkerError.ts"
 import { decodeAnswer, encodeParams } from "./codec.ts"
-import { type Connection, Lost, make as makeConnection } from "./connection.ts"
+import { type Connection, type Lost, make as makeConnection } from "./connection.ts"
 import { lostOnWire } from "./death.ts"
 import { bounded } from "./json.ts"
 import type { Launched, LaunchError } from "./launcher.ts"
@@ -62,7 +62,9 @@ export interface CallContext {
 }
 
 /**
- * One call on one instance; a `Lost` call that was never sent may be retried on the next.
+ * One call on one instance; a `Lost` call resumes with `lost` (one never
+ * sent may be retried on the next). Unguarded: the caller runs
+ * `timing.stats.cancel` when the call is interrupted (see `Connection.unguarded`).
  *
  * @internal
  */
@@ -73,7 +75,8 @@ export const callOn = <P, R, A>(
   build: (ids: ModelIds) => P,
   finish: (result: R, ids: ModelIds) => A,
   timing: Timing,
-): Effect.Effect<A, CallError | Lost> => {
+  lost: (lost: Lost) => Effect.Effect<A, CallError>,
+): Effect.Effect<A, CallError> => {
   const { method } = rpc
   if (rpc.capability !== undefined && !instance.capabilities.has(rpc.capability)) {
     return Effect.fail(
@@ -103,7 +106,7 @@ export const callOn = <P, R, A>(
   const model = rpc.modelOf(params)
   timing.stats.modelId = model === undefined ? undefined : ids.fromWire(model)
   timing.stats.connection = instance.connection
-  return instance.connection.call(
+  return instance.connection.unguarded(
     {
       method,
       paramsJson: paramsJson.right,
@@ -118,6 +121,8 @@ export const callOn = <P, R, A>(
           ? Either.right(finish(result, ids))
           : Either.left(new ResultMismatchError({ method, id, detail: mismatch }))
       }),
+    lost,
+    timing.stats,
   )
 }
 
@@ -142,13 +147,11 @@ export const instanceCalls = (
     const call = Effect.flatMap(
       Effect.suspend(() => timingOf(context.clock, callTimeout, rpc.method, callOptions)),
       (timing) =>
-        callOn(context, instance, rpc, build, finish, timing).pipe(
-          Effect.catchIf((error): error is Lost => error instanceof Lost, (lost) =>
-            Effect.flatMap(
-              Deferred.await(instance.died),
-              (death) => Effect.fail(lostOnWire(rpc.method, death, lost.reason)),
-            )),
-        ),
+        callOn(context, instance, rpc, build, finish, timing, (lost) =>
+          Effect.flatMap(
+            Deferred.await(instance.died),
+            (death) => Effect.fail(lostOnWire(rpc.method, death, lost.reason)),
+          )).pipe(Effect.onInterrupt(() => Effect.sync(() => timing.stats.cancel?.()))),
     )
     return span === undefined ? call : Effect.useSpan(span.name, span.options, () => call)
   }

@@ -39,7 +39,7 @@ import {
   WorkerClosedError,
   WorkerGaveUpError,
 } from "../WorkerError.ts"
-import { type CloseReason, Lost } from "./connection.ts"
+import type { CloseReason, Lost } from "./connection.ts"
 import { afterDeath, awaitDeath, describeDeath, exitFields, lostOnWire } from "./death.ts"
 import {
   type CallContext,
@@ -138,7 +138,8 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
       build: (ids: ModelIds) => P,
       finish: (result: R, ids: ModelIds) => A,
       timing: Timing,
-    ) => callOn(context, instance, rpc, build, finish, timing)
+      lost: (lost: Lost) => Effect.Effect<A, CallError>,
+    ) => callOn(context, instance, rpc, build, finish, timing, lost)
 
     /** The death of an instance, once the supervisor has it (bounded: it waits for the exit status). */
     const deathOf = (instance: Instance) => Deferred.await(instance.died)
@@ -156,7 +157,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
         const timed = timingOf(clock, options.callTimeout, rpc.method, callOptions, stats)
         if (Either.isLeft(timed)) return Effect.fail(timed.left)
         const timing = timed.right
-        const attempt: Effect.Effect<A, CallError> = Effect.suspend(() => {
+        const tryOnce = (): Effect.Effect<A, CallError> => {
           switch (state._tag) {
             case "Stopped":
               return Effect.fail(state.error(rpc.method))
@@ -175,23 +176,23 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
             }
             case "Running": {
               const instance = state.instance
-              return onInstance(instance, rpc, build, finish, timing).pipe(
-                Effect.catchIf((error): error is Lost => error instanceof Lost, (lost) =>
-                  state._tag === "Closing"
-                    ? Effect.fail(new WorkerClosedError({ method: rpc.method }))
-                    : Effect.flatMap(deathOf(instance), (death) => {
-                      if (lost.sent) {
-                        return Effect.fail(lostOnWire(rpc.method, death, lost.reason))
-                      }
-                      // Never sent: it runs on the next worker, once the supervisor has moved on.
-                      const stale = state._tag === "Running" && state.instance.generation === instance.generation
-                      return stale ? Effect.zipRight(awaitChange(rpc.method, timing), attempt) : attempt
-                    })),
-              )
+              return onInstance(instance, rpc, build, finish, timing, (lost) =>
+                state._tag === "Closing"
+                  ? Effect.fail(new WorkerClosedError({ method: rpc.method }))
+                  : Effect.flatMap(deathOf(instance), (death) => {
+                    if (lost.sent) {
+                      return Effect.fail(lostOnWire(rpc.method, death, lost.reason))
+                    }
+                    // Never sent: it runs on the next worker, once the supervisor has moved on.
+                    const stale = state._tag === "Running" && state.instance.generation === instance.generation
+                    return stale ? Effect.zipRight(awaitChange(rpc.method, timing), attempt) : attempt
+                  }))
             }
           }
-        })
-        return attempt
+        }
+        // The first attempt at once (this already runs when the call does); retries suspended.
+        const attempt: Effect.Effect<A, CallError> = Effect.suspend(tryOnce)
+        return tryOnce()
       })
 
     const awaitChange = (method: string, timing: Timing) => {

@@ -5,6 +5,7 @@
  *
  * @internal
  */
+import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -30,6 +31,8 @@ export interface Stats {
   generation: number | undefined
   modelId: string | undefined
   connection: Connection | undefined
+  /** What an interruption of the call on the connection must run (`Connection.unguarded`). */
+  cancel: (() => void) | undefined
 }
 
 /** @internal */
@@ -64,6 +67,7 @@ const newStats = (): Stats => ({
   generation: undefined,
   modelId: undefined,
   connection: undefined,
+  cancel: undefined,
 })
 
 /**
@@ -128,7 +132,8 @@ const record = (
 }
 
 /**
- * Runs `call` in its span and records how it ended, whatever ended it. One
+ * Runs `call` in its span and records how it ended, whatever ended it; an
+ * interruption first cancels the call on the connection (`stats.cancel`). One
  * mask holds the span's making and the recording (what `useSpan` and
  * `onExit` would each do), and the recording is plain code in the match:
  * this runs on every call.
@@ -148,6 +153,7 @@ export const observe = <A>(
       const start = clock.unsafeCurrentTimeNanos()
       return Effect.matchCauseEffect(restore(call(stats)), {
         onFailure: (cause) => {
+          if (Cause.isInterrupted(cause)) stats.cancel?.()
           record(clock, metrics, stats, start, made, Exit.failCause(cause))
           return Effect.failCause(cause)
         },
