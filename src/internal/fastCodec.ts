@@ -278,16 +278,27 @@ const keysOf = (parameter: AST.Parameter): (record: object) => ReadonlyArray<Pro
 }
 
 /**
- * The fast path of `ast`'s decoder (`isDecoding`) or encoder; `never` when
- * the schema holds anything it does not know.
+ * The fast path of `ast`'s decoder (`isDecoding`) or encoder. A node it does
+ * not know, met while compiling or later (inside a `Suspend`), turns it off
+ * for good: every input is then `FAIL`.
  *
  * @internal
  */
 export const compile = (ast: AST.AST, isDecoding: boolean): Parser => {
+  let root: Parser
   try {
-    return new Compiler().compile(ast, isDecoding)
+    root = new Compiler().compile(ast, isDecoding)
   } catch (error) {
     if (error instanceof Unsupported) return never
     throw error
+  }
+  return (input) => {
+    try {
+      return root(input)
+    } catch (error) {
+      if (!(error instanceof Unsupported)) throw error
+      root = never
+      return FAIL
+    }
   }
 }
