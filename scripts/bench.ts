@@ -145,6 +145,8 @@ const xFrame = (value: number) => `${value.toFixed(4)}x frame`
 interface Settings {
   readonly python: string
   readonly calls: number
+  /** Untimed calls each client makes first, so both are measured at the JIT's steady state. */
+  readonly warmup: number
   readonly spawnRuns: number
   readonly trainRuns: number
   readonly sections: ReadonlyArray<SectionSpec>
@@ -249,9 +251,8 @@ const measureHello = (settings: Settings, call: () => Effect.Effect<unknown, unk
   Effect.gen(function* () {
     const blocks = Math.min(10, settings.calls)
     const perBlock = Math.ceil(settings.calls / blocks)
-    const warmUp = Math.min(1000, perBlock)
-    yield* oursLoop(call, warmUp)
-    yield* bareLoop(bare, warmUp)
+    yield* oursLoop(call, settings.warmup)
+    yield* bareLoop(bare, settings.warmup)
     const { baseline, client } = yield* alternate(
       blocks,
       () => oursLoop(call, perBlock),
@@ -412,6 +413,8 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
       const pins = { ours: pin(worker.pid, cpu), bare: pin(bare.pid, cpu) }
       const spanned = yield* measureHello(settings, () => worker.hello(), bare)
       const unspanned = yield* measureHello(settings, () => worker.call(Rpcs.hello, null), bare)
+      // What the design's one Effect per call costs by itself: the bare client's call, resumed through a fiber.
+      const floor = yield* measureHello(settings, () => Effect.tryPromise(() => bare.call("hello", null)), bare)
       const concurrency = yield* measureConcurrency(settings, worker)
       const models = {
         ours: yield* worker.initModel("cpu"),
@@ -419,13 +422,13 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
       }
       const small = yield* measureTrain(worker, bare, models, KiB, Math.max(50, settings.trainRuns * 20), false)
       const large = yield* measureTrain(worker, bare, models, 64 * MiB, settings.trainRuns, true)
-      return { pins, spanned, unspanned, concurrency, small, large }
+      return { pins, spanned, unspanned, floor, concurrency, small, large }
     }))
 
     const rustAfter = yield* rustRuns(2)
     const rust = mergeRust(rustBefore, rustAfter)
 
-    const { spanned, unspanned, concurrency, small, large } = long
+    const { spanned, unspanned, floor, concurrency, small, large } = long
     Table.compare(section, {
       figure: `hello(), fresh Effect per call, spans on: median (n=${spanned.n}) vs bare`,
       ours: spanned.ours.median,
@@ -451,6 +454,12 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
       figure: `worker.call(Rpcs.hello, null): p99 vs bare p99`,
       ours: unspanned.ours.p99,
       baseline: unspanned.bare.p99,
+      unit: us,
+    })
+    Table.compare(section, {
+      figure: `floor: the bare call in one Effect (Effect.tryPromise) vs bare`,
+      ours: floor.ours.median,
+      baseline: floor.bare.median,
       unit: us,
     })
     Table.compare(section, {
@@ -735,7 +744,7 @@ const environment = (settings: Settings, args: ReadonlyArray<string>) => {
     `worker:   ${python} -m burn_p2p_python_runtime.worker --factory ${FACTORY} --config-file FILE ` +
     `--connect-host 127.0.0.1 --connect-port PORT`,
     `          PYTHONPATH=${RUNTIME_ROOT} PYTHONUNBUFFERED=1, stdin a pipe (exit on EOF); the Rust client: stdin /dev/null`,
-    `runs:     spawn ${settings.spawnRuns} each; hello ${settings.calls} calls each (ABBA blocks, after warm-up); ` +
+    `runs:     spawn ${settings.spawnRuns} each; hello ${settings.calls} calls each (ABBA blocks, after ${settings.warmup} untimed); ` +
     `trainWindow 1 KiB ${Math.max(50, settings.trainRuns * 20)}, 64 MiB ${settings.trainRuns} runs each` +
     (settings.packs ? `; pack I/O ${settings.packRuns}, aggregation ${settings.aggregateRuns} runs` : ""),
   ].join("\n")
@@ -792,6 +801,11 @@ const command = Command.make("bench", {
     Options.withDescription("the Python interpreter every worker runs on"),
   ),
   calls: positive("calls", 5000, "hello calls per client and figure (ABBA blocks after a warm-up)"),
+  warmup: positive(
+    "warmup",
+    20000,
+    "untimed hello calls per client before each hello figure: Effect's code reaches the JIT's steady state after ~10^4 calls",
+  ),
   spawnRuns: positive("spawn-runs", 20, "spawn -> ready hello runs per client"),
   trainRuns: positive("train-runs", 5, "trainWindow 64 MiB runs per client (1 KiB: 20x as many)"),
   section: Options.choice("section", ["same-core", "cross-core", "packs", "pool", "all"]).pipe(
@@ -821,6 +835,7 @@ const command = Command.make("bench", {
       return yield* profileHellos({
         python: flags.python,
         calls: flags.calls,
+        warmup: flags.warmup,
         dir: flags.profile.value,
         permissions: PERMISSIONS,
       })
@@ -828,6 +843,7 @@ const command = Command.make("bench", {
     yield* bench({
       python: flags.python,
       calls: flags.calls,
+      warmup: flags.warmup,
       spawnRuns: flags.spawnRuns,
       trainRuns: flags.trainRuns,
       sections: SECTIONS.filter((spec) => flags.section === "all" || flags.section === spec.name),

@@ -1,10 +1,10 @@
 /**
  * The profiled program of `deno task bench --profile DIR`: one worker pinned
- * to cpu0 beside this process, a warm-up, then `--calls` `hello()` calls, each
+ * to cpu0 beside this process, `--warmup` untimed calls, then `--calls` `hello()` calls, each
  * a fresh Effect (spans on), as an application writes them.
  *
  *     taskset -c 0 deno run --cpu-prof --cpu-prof-dir=DIR <bench permissions> scripts/bench/profile-hello.ts \
- *       [--python PATH] [--calls N]
+ *       [--python PATH] [--calls N] [--warmup N]
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Context from "effect/Context"
@@ -16,7 +16,11 @@ import { pin } from "./pin.ts"
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { python: { type: "string", default: "/usr/bin/python3" }, calls: { type: "string", default: "20000" } },
+  options: {
+    python: { type: "string", default: "/usr/bin/python3" },
+    calls: { type: "string", default: "20000" },
+    warmup: { type: "string", default: "20000" },
+  },
 })
 const calls = Number(values.calls)
 
@@ -27,7 +31,7 @@ const program = Effect.scoped(Effect.gen(function* () {
   }))
   const worker = Context.get(context, PythonWorker)
   pin(worker.pid, 0)
-  for (let i = 0; i < Math.min(1000, calls); i++) yield* worker.hello()
+  for (let i = 0; i < Number(values.warmup); i++) yield* worker.hello()
   const started = performance.now()
   for (let i = 0; i < calls; i++) yield* worker.hello()
   const elapsed = performance.now() - started

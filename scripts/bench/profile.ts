@@ -15,6 +15,7 @@ const TOP = fileURLToPath(new URL("./profile-top.ts", import.meta.url))
 export const profileHellos = (options: {
   readonly python: string
   readonly calls: number
+  readonly warmup: number
   readonly dir: string
   readonly permissions: ReadonlyArray<string>
 }): Effect.Effect<void, Error> =>
@@ -32,6 +33,8 @@ export const profileHellos = (options: {
         options.python,
         "--calls",
         String(options.calls),
+        "--warmup",
+        String(options.warmup),
       ]
       console.log(`profiling: taskset -c 0 deno ${args.join(" ")}`)
       const status = await new Deno.Command(Deno.execPath(), { args, stdout: "inherit", stderr: "inherit" }).spawn()
