@@ -364,9 +364,11 @@ const measureTrain = (
     })
     const withPeak = (self: Effect.Effect<number, unknown>) =>
       memory ? peakAbove(Deno.pid, self) : Effect.map(self, (value) => ({ value, peakBytes: 0, collected: false }))
-    // Warm-up also flattens the padding string (`repeat` builds a rope).
-    yield* oursRun
-    yield* bareRun
+    // Warm-up also flattens the padding string (`repeat` builds a rope); small calls get
+    // as many as the JIT needs to settle, the 64 MiB ones one each.
+    const warmups = memory ? 1 : 1000
+    for (let i = 0; i < warmups; i++) yield* oursRun
+    for (let i = 0; i < warmups; i++) yield* bareRun
     const { baseline, client } = yield* alternate(runs, () => withPeak(oursRun), () => withPeak(bareRun))
     return {
       frameBytes,
