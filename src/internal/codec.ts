@@ -10,7 +10,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as AST from "effect/SchemaAST"
 import { Buffer } from "node:buffer"
-import type { Rpc } from "../Protocol.ts"
+import { type Rpc, Rpcs } from "../Protocol.ts"
 import { type CallError, InvalidArgumentError, ProtocolError, RemoteError } from "../WorkerError.ts"
 import type { Envelope } from "./connection.ts"
 import { compile, FAIL } from "./fastCodec.ts"
@@ -172,4 +172,18 @@ export const decodeAnswer = <P, PI, R, RI>(
   return Either.isRight(decoded) ? Either.right(decoded.right) : Either.left(
     new ProtocolError({ method: rpc.method, id, pid, reason: "InvalidResult", detail: formatParseError(decoded.left) }),
   )
+}
+
+/** A `hello` answer as a protocol 1 worker sends it. */
+const SAMPLE_HELLO = { protocol_version: 1, workload_name: "" }
+
+/**
+ * Builds `hello`'s codecs and runs their code once (~2 ms the first time in
+ * a process, mostly the schema's compilation): the launcher calls it while
+ * Python boots (~80 ms), so the handshake costs what any later `hello` does.
+ *
+ * @internal
+ */
+export const prepareHandshake = (): void => {
+  codecsOf(Rpcs.hello).decode(SAMPLE_HELLO)
 }

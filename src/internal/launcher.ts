@@ -18,6 +18,7 @@ import process from "node:process"
 import { InvalidArgumentError, WorkerConnectError, type WorkerSpawnError } from "../WorkerError.ts"
 import { fromSocket, type Transport } from "./transport.ts"
 import * as accept from "./accept.ts"
+import { prepareHandshake } from "./codec.ts"
 import type { ExitStatus } from "./exitStatus.ts"
 import type { Decoded } from "./options.ts"
 import { permissionFlag } from "./permission.ts"
@@ -116,6 +117,8 @@ export const launch = (
       stderrTailBytes: config.stderrTailBytes,
     })
     const pid = proc.pid
+    // Python takes ~80 ms to connect back: meanwhile, what the handshake will need.
+    prepareHandshake()
 
     const failure = (reason: WorkerConnectError["reason"], detail: string) =>
       Effect.flatMap(
