@@ -13,10 +13,21 @@ import { Rpcs } from "../Protocol.ts"
 import type { CallOptions, PythonWorker, WorkerEvent } from "../PythonWorker.ts"
 import type { CallError } from "../WorkerError.ts"
 import type { Calls } from "./calls.ts"
-import { spanSpec } from "./observe.ts"
+import { type SpanSpec, spanSpec } from "./observe.ts"
 import type { AnyRpc } from "./rpcTypes.ts"
 
 type Methods = PythonWorker.Methods
+
+/** `call`'s span per `Rpc`, made once. */
+const callSpans = new WeakMap<object, SpanSpec>()
+const callSpan = (rpc: { readonly method: string }): SpanSpec => {
+  let found = callSpans.get(rpc)
+  if (found === undefined) {
+    found = spanSpec("PythonWorker.call", rpc.method)
+    callSpans.set(rpc, found)
+  }
+  return found
+}
 
 /** How long a scoped model's release may wait for the wire. */
 const RELEASE_GRACE = Duration.seconds(5)
@@ -64,7 +75,7 @@ export const make = (
       return calls.info()
     },
     events,
-    call: (rpc, params, options) => calls.raw(rpc, params, options, spanSpec("PythonWorker.call", rpc.method)),
+    call: (rpc, params, options) => calls.raw(rpc, params, options, callSpan(rpc)),
     model,
   }
 }
