@@ -377,6 +377,75 @@ describe("deadlines", () => {
   )
 })
 
+describe("interruption", () => {
+  /** Answers train_window after 500 ms, echoing nothing; hello at once. */
+  const slowTrain = (): Script => (request) =>
+    request.method === "train_window" ? late(500, request, { metrics: { loss: 0.5 } }) : undefined
+
+  it.scoped(
+    "interrupted while queued behind another call, a call is never written; the one after it goes on",
+    () =>
+      Effect.gen(function* () {
+        const launcher = makeLauncher(byGeneration({ 1: slowTrain() }))
+        const m = yield* manager.make(options(launcher))
+        const first = yield* Effect.fork(train(m, "m1"))
+        yield* settleFibers
+        const leaving = yield* Effect.fork(train(m, "m1"))
+        const after = yield* Effect.fork(hello(m))
+        yield* settleFibers
+        yield* Fiber.interrupt(leaving)
+        yield* advance(500)
+        expect(yield* Fiber.join(first)).toEqual({ loss: 0.5 })
+        expect((yield* Fiber.join(after)).workloadName).toBe("FakeWorkload")
+        expect(methods(launcher.workers.get(1))).toEqual(["hello", "train_window", "hello"])
+      }),
+    FAST,
+  )
+
+  it.scoped(
+    "interrupted on the wire, a caller returns at once; the next request waits for the abandoned answer",
+    () =>
+      Effect.gen(function* () {
+        const launcher = makeLauncher(byGeneration({ 1: slowTrain() }))
+        const m = yield* manager.make(options(launcher))
+        const abandoned = yield* Effect.fork(train(m, "m1"))
+        yield* advance(100)
+        expect(Exit.isInterrupted(yield* Fiber.interrupt(abandoned))).toBe(true)
+        const next = yield* Effect.fork(hello(m))
+        yield* advance(399)
+        const worker = launcher.workers.get(1)!
+        expect(methods(worker)).toEqual(["hello", "train_window"])
+        yield* advance(1)
+        expect((yield* Fiber.join(next)).workloadName).toBe("FakeWorkload")
+        expect(methods(worker)).toEqual(["hello", "train_window", "hello"])
+        expect(worker.maxOutstanding()).toBe(1)
+      }),
+    FAST,
+  )
+
+  it.scoped(
+    "an interrupted call with a deadline still closes the connection past it, and the worker is replaced",
+    () =>
+      Effect.gen(function* () {
+        const launcher = makeLauncher(
+          byGeneration({ 1: (request) => request.method === "train_window" ? never : undefined }),
+        )
+        const m = yield* manager.make(options(launcher, { restart: Schedule.spaced("100 millis") }))
+        const abandoned = yield* Effect.fork(train(m, "m1", 1_000))
+        yield* settleFibers
+        yield* Fiber.interrupt(abandoned)
+        expect(m.generation()).toBe(1)
+        yield* advance(1_000)
+        expect(launcher.workers.get(1)!.process.kills()).toBe(1)
+        yield* advance(100)
+        expect(launcher.launches).toEqual([1, 2])
+        expect(m.generation()).toBe(2)
+        expect((yield* hello(m)).workloadName).toBe("FakeWorkload")
+      }),
+    FAST,
+  )
+})
+
 describe("restarts", () => {
   it.scoped("a call made while restarting waits and runs on the new generation", () =>
     Effect.gen(function* () {
