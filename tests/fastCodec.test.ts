@@ -171,6 +171,20 @@ describe("the compiled fast path of the protocol's schemas", () => {
     expect(input).toEqual({ plain: "p", first_key: 1 })
   })
 
+  it("renames that swap two keys, which the schema's one-at-a-time renames refuse, are refused too", () => {
+    const Swapped = Schema.Struct({
+      a: Schema.propertySignature(Schema.Number).pipe(Schema.fromKey("b")),
+      b: Schema.propertySignature(Schema.String).pipe(Schema.fromKey("a")),
+      c: Schema.Boolean,
+    })
+    const input = { c: true, a: "x", b: 1 }
+    expect(Either.isLeft(Schema.decodeUnknownEither(Swapped)(input))).toBe(true)
+    expect(compile(Swapped.ast, true)(input)).toBe(FAIL)
+    const value = { a: 1, b: "x", c: true }
+    expect(Either.isLeft(Schema.encodeEither(Swapped)(value))).toBe(true)
+    expect(compile(Swapped.ast, false)(value)).toBe(FAIL)
+  })
+
   it("the comparison can fail: a decoder that skips the class is caught (negative control)", () => {
     const input = { protocol_version: 1, workload_name: "w", capabilities: [] }
     const wrong = { protocolVersion: 1, workloadName: "w", capabilities: [] }

@@ -150,8 +150,9 @@ class Compiler {
             ? { from: step.from, to: step.to, f: step.decode }
             : { from: step.to, to: step.from, f: step.encode }
         )
-        // As `ParseResult` does (each key deleted, then set: it moves last), on a copy.
-        transform = (value) => {
+        const source = isDecoding ? ast.from : ast.to
+        transform = renamesAtOnce(steps, source) ?? ((value) => {
+          // As `ParseResult` does (each key deleted, then set: it moves last), on a copy.
           if (typeof value !== "object" || value === null) return FAIL
           const out: Record<PropertyKey, unknown> = { ...value }
           for (const step of steps) {
@@ -160,7 +161,7 @@ class Compiler {
             if (Option.isSome(moved)) out[step.to] = moved.value
           }
           return out
-        }
+        })
         break
       }
     }
@@ -261,6 +262,46 @@ class Compiler {
       }
       return found
     }
+  }
+}
+
+interface Rename {
+  readonly from: PropertyKey
+  readonly to: PropertyKey
+  readonly f: (value: Option.Option<unknown>) => Option.Option<unknown>
+}
+
+/**
+ * The renames in one pass, building the object `ParseResult`'s deletes
+ * would leave (the other keys in order, then each renamed key in step order)
+ * without `delete`, which turns an object into a slow dictionary. Only where
+ * that is the same object: the value comes from a struct with no index
+ * signature (so it holds declared keys only), each step reads a declared key
+ * of its own and writes a key no other step writes and no other declared key
+ * is. Else `undefined`.
+ */
+const renamesAtOnce = (
+  steps: ReadonlyArray<Rename>,
+  source: AST.AST,
+): ((value: unknown) => unknown) | undefined => {
+  if (source._tag !== "TypeLiteral" || source.indexSignatures.length > 0) return undefined
+  const declared = source.propertySignatures.map((signature) => signature.name)
+  const read = new Set(steps.map((step) => step.from))
+  const written = new Set(steps.map((step) => step.to))
+  const safe = read.size === steps.length && written.size === steps.length &&
+    steps.every((step) => declared.includes(step.from) && (step.to === step.from || !declared.includes(step.to)))
+  if (!safe) return undefined
+  const kept = declared.filter((name) => !read.has(name))
+  return (value) => {
+    if (typeof value !== "object" || value === null) return FAIL
+    const record = value as Record<PropertyKey, unknown>
+    const out: Record<PropertyKey, unknown> = {}
+    for (const key of kept) if (hasOwn(record, key)) out[key] = record[key]
+    for (const step of steps) {
+      const moved = step.f(hasOwn(record, step.from) ? Option.some(record[step.from]) : Option.none())
+      if (Option.isSome(moved)) out[step.to] = moved.value
+    }
+    return out
   }
 }
 
