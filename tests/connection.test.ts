@@ -12,6 +12,7 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/internal/connection.ts"
+import { encodeRequestFrame, PIECE_UNITS } from "../src/internal/frame.ts"
 import { ProtocolError, RemoteError } from "../src/WorkerError.ts"
 import {
   answer,
@@ -412,6 +413,37 @@ describe("close reasons", () => {
         expect(connection?.reason()?._tag).toBe("Closed")
       }),
     FAST,
+  )
+
+  it.scoped(
+    "params above a piece go out in pieces, each after the stream drained; the worker reads them whole, in order",
+    () =>
+      Effect.gen(function* () {
+        const worker = yield* makeWorker((request) => answer(request, request.params), { congested: true })
+        const connection = yield* Connection.make({ transport: worker.transport, maxFrameBytes: 1 << 24, pid: 1 })
+        // Multi-byte text, and a surrogate pair right at the first cut.
+        const big = `${"é".repeat(PIECE_UNITS - 3)}😀${"x".repeat(PIECE_UNITS + 5)}`
+        const stats = { requestBytes: 0, responseBytes: 0 }
+        const [first, second] = yield* Effect.all([
+          connection.call({
+            method: "big",
+            paramsJson: JSON.stringify(big),
+            deadline: undefined,
+            timeoutMillis: 0,
+            stats,
+          }, settle),
+          call(connection, "after", "small"),
+        ], { concurrency: "unbounded" })
+        expect(first).toBe(big)
+        expect(second).toBe("small")
+        expect(worker.requests.map((r) => r.method)).toEqual(["big", "after"])
+        // The header piece, three pieces of params, then the small call in one.
+        expect(worker.writes()).toBe(5)
+        expect(stats.requestBytes).toBe(
+          encodeRequestFrame(`{"id":1,"method":"big","params":`, JSON.stringify(big)).length,
+        )
+      }),
+    FAST * 10,
   )
 
   it.scoped("frames split across chunks and joined in one chunk are reassembled", () =>

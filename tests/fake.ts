@@ -141,6 +141,8 @@ export interface FakeWorker {
   readonly requestTimes: ReadonlyArray<number>
   /** The most requests the worker ever held unanswered at once (1 when the wire lock works). */
   readonly maxOutstanding: () => number
+  /** How many writes the client made. */
+  readonly writes: () => number
   /** Whether the client destroyed its end. */
   readonly destroyed: () => boolean
   /** Sends bytes to the client now, outside any script (e.g. an unsolicited frame). */
@@ -158,10 +160,16 @@ let nextPid = 4000
  */
 export const makeWorker = (
   script: Script = () => undefined,
-  options: { readonly pid?: number } = {},
+  options: {
+    readonly pid?: number
+    /** Every write asks the client to wait for a drain (a slow reader). */
+    readonly congested?: boolean
+  } = {},
 ): Effect.Effect<FakeWorker, never, Scope.Scope> =>
   Effect.gen(function* () {
     const pid = options.pid ?? nextPid++
+    const congested = options.congested ?? false
+    let writes = 0
     // The test's clock (a TestClock under `it.effect`), read synchronously when a request is written.
     const clock = yield* Effect.clock
     const inbox = yield* Queue.unbounded<Seen>()
@@ -207,7 +215,7 @@ export const makeWorker = (
 
     const transport: Transport = {
       write: (frame) => {
-        if (destroyed || ended) return
+        if (destroyed || ended) return !congested
         const { frames, fault } = decoder.push(frame)
         if (fault !== undefined) throw new Error(`the client sent a bad frame: ${fault._tag}`)
         for (const body of frames) {
@@ -218,7 +226,11 @@ export const makeWorker = (
           requestTimes.push(clock.unsafeCurrentTimeMillis())
           Queue.unsafeOffer(inbox, seen)
         }
+        writes++
+        return !congested
       },
+      // Congested: each write asks the writer to wait, and the wait ends a microtask later.
+      onDrain: (callback) => queueMicrotask(callback),
       destroy: () => {
         destroyed = true
       },
@@ -292,6 +304,7 @@ export const makeWorker = (
       requests,
       requestTimes,
       maxOutstanding: () => maxOutstanding,
+      writes: () => writes,
       destroyed: () => destroyed,
       push,
       endStream,

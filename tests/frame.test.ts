@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "effect/FastCheck"
 import { Buffer } from "node:buffer"
-import { encodeRequestFrame, FrameDecoder } from "../src/internal/frame.ts"
+import { encodeRequestFrame, FrameDecoder, requestFramePieces } from "../src/internal/frame.ts"
 import { cut } from "./helpers.ts"
 
 /** The reference encoding, written independently of src/: u64 big-endian length, then the UTF-8 body. */
@@ -22,7 +22,37 @@ const decodeAll = (decoder: FrameDecoder, chunks: ReadonlyArray<Uint8Array>) => 
   return { frames, fault: decoder.end() }
 }
 
+/** Every piece, in order. */
+const allPieces = (pieces: Iterator<Uint8Array>): Array<Uint8Array> => {
+  const out: Array<Uint8Array> = []
+  for (let piece = pieces.next(); !piece.done; piece = pieces.next()) out.push(piece.value)
+  return out
+}
+
 describe("framing", () => {
+  it.prop(
+    "a frame in pieces is the one-buffer frame byte for byte, however small the pieces and whatever the text",
+    [
+      fc.string({ unit: "binary", maxLength: 40 }),
+      fc.string({ unit: fc.constantFrom("a", "é", "€", "😀", "\uD800", "\uDC00"), maxLength: 60 }),
+      fc.integer({ min: 1, max: 9 }),
+    ],
+    ([head, params, pieceUnits]) => {
+      const { bytes, pieces } = requestFramePieces(head, params, pieceUnits)
+      const joined = Buffer.concat(allPieces(pieces))
+      const whole = encodeRequestFrame(head, params)
+      expect(joined.equals(whole)).toBe(true)
+      expect(bytes).toBe(whole.length)
+    },
+    { fastCheck: { numRuns: 500 } },
+  )
+
+  it("a surrogate pair at a cut travels whole: no piece holds half of it", () => {
+    const { pieces } = requestFramePieces("{", "ab😀cd", 3)
+    const texts = allPieces(pieces).slice(1).map((piece) => Buffer.from(piece).toString("utf8"))
+    expect(texts).toEqual(["ab", "😀c", "d}"])
+  })
+
   it("encodes an 8-byte big-endian length, then the UTF-8 body", () => {
     const frame = encodeRequestFrame(`{"a":`, `"é"`)
     expect([...frame.subarray(0, 8)]).toEqual([0, 0, 0, 0, 0, 0, 0, 10])

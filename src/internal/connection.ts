@@ -19,7 +19,15 @@ import { constVoid } from "effect/Function"
 import type * as Scope from "effect/Scope"
 import { Buffer } from "node:buffer"
 import { type CallError, ProtocolError, RpcTimeoutError } from "../WorkerError.ts"
-import { describeFault, encodeRequestFrame, FrameDecoder, type FrameFault, HEADER_BYTES } from "./frame.ts"
+import {
+  describeFault,
+  encodeRequestFrame,
+  FrameDecoder,
+  type FrameFault,
+  HEADER_BYTES,
+  PIECE_UNITS,
+  requestFramePieces,
+} from "./frame.ts"
 import { bounded } from "./json.ts"
 import * as Lock from "./lock.ts"
 import type { Transport } from "./transport.ts"
@@ -240,6 +248,15 @@ export const make = (options: {
     })
     yield* Effect.addFinalizer(() => Effect.sync(() => close(CloseReason.Closed())))
 
+    /** Writes the pieces as the stream takes them, each encoded only then; stops if the connection closes. */
+    const send = (pieces: Iterator<Uint8Array>): void => {
+      while (reason === undefined) {
+        const piece = pieces.next()
+        if (piece.done) return
+        if (!transport.write(piece.value)) return transport.onDrain(() => send(pieces))
+      }
+    }
+
     /**
      * One call, as plain synchronous state: queued for the wire, then on it,
      * then done. Written by the grant of the permit, which the answer before
@@ -321,9 +338,16 @@ export const make = (options: {
           answered,
           failed: (error) => complete(error instanceof Lost ? lost(error) : Effect.fail(error)),
         }
-        const frame = encodeRequestFrame(`{"id":${id},"method":${JSON.stringify(method)},"params":`, request.paramsJson)
-        if (request.stats !== undefined) request.stats.requestBytes = frame.length
-        transport.write(frame)
+        const head = `{"id":${id},"method":${JSON.stringify(method)},"params":`
+        if (request.paramsJson.length <= PIECE_UNITS) {
+          const frame = encodeRequestFrame(head, request.paramsJson)
+          if (request.stats !== undefined) request.stats.requestBytes = frame.length
+          transport.write(frame)
+        } else {
+          const { bytes, pieces } = requestFramePieces(head, request.paramsJson)
+          if (request.stats !== undefined) request.stats.requestBytes = bytes
+          send(pieces)
+        }
         return true
       }
 

@@ -42,6 +42,58 @@ export const encodeRequestFrame = (head: string, params: string): Buffer => {
 }
 
 /**
+ * Params longer than this many UTF-16 units are sent in pieces of this size
+ * (up to 3 MiB of UTF-8 each), not as one buffer: the client then holds the
+ * params text and one piece, not the text and a copy of the whole frame, and
+ * the worker starts reading while the rest is encoded.
+ *
+ * @internal
+ */
+export const PIECE_UNITS = 1 << 20
+
+/**
+ * The frame of `head + params + "}"` in pieces, each encoded when it is
+ * taken: the header with `head`, then the params cut every `pieceUnits`
+ * (never inside a surrogate pair), the last with the closing brace. For
+ * params longer than `PIECE_UNITS`; shorter ones go in one buffer
+ * (`encodeRequestFrame`).
+ *
+ * @internal
+ */
+export const requestFramePieces = (
+  head: string,
+  params: string,
+  pieceUnits: number = PIECE_UNITS,
+): { readonly bytes: number; readonly pieces: Iterator<Uint8Array> } => {
+  const headLength = Buffer.byteLength(head, "utf8")
+  const bodyLength = headLength + Buffer.byteLength(params, "utf8") + 1
+  let start = -1
+  return {
+    bytes: HEADER_BYTES + bodyLength,
+    pieces: {
+      next: () => {
+        if (start === -1) {
+          const first = Buffer.allocUnsafe(HEADER_BYTES + headLength)
+          writeHeader(first, bodyLength)
+          first.write(head, HEADER_BYTES, "utf8")
+          start = 0
+          return { done: false, value: first }
+        }
+        if (start > params.length) return { done: true, value: undefined }
+        let end = Math.min(params.length, start + pieceUnits)
+        // A pair of surrogates is never cut: its high half goes to the next piece (or, alone, takes its low half).
+        const last = params.charCodeAt(end - 1)
+        const next = params.charCodeAt(end)
+        if (last >= 0xd800 && last <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) end += end - start > 1 ? -1 : 1
+        const text = end === params.length ? `${params.slice(start)}}` : params.slice(start, end)
+        start = end === params.length ? params.length + 1 : end
+        return { done: false, value: Buffer.from(text, "utf8") }
+      },
+    },
+  }
+}
+
+/**
  * Incremental decoder. `push` returns the frames completed by a chunk, or the
  * fault that makes the stream unusable; after a fault it accepts nothing more.
  *

@@ -11,7 +11,10 @@ import type * as Net from "node:net"
  * @internal
  */
 export interface Transport {
-  readonly write: (frame: Uint8Array) => void
+  /** Queues the bytes; `false` once the stream wants no more until `onDrain`'s callback. */
+  readonly write: (bytes: Uint8Array) => boolean
+  /** Calls `callback` once the queued bytes have gone out (once). */
+  readonly onDrain: (callback: () => void) => void
   readonly destroy: () => void
   /** Registers the handlers, once: `data` per chunk, `end` once when the stream ends or breaks. */
   readonly listen: (handlers: { readonly data: (chunk: Uint8Array) => void; readonly end: () => void }) => void
@@ -19,7 +22,8 @@ export interface Transport {
 
 /** @internal */
 export const fromSocket = (socket: Net.Socket): Transport => ({
-  write: (frame) => void socket.write(frame),
+  write: (bytes) => socket.write(bytes),
+  onDrain: (callback) => void socket.once("drain", callback),
   destroy: () => socket.destroy(),
   listen: ({ data, end }) => {
     let ended = false
