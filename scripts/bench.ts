@@ -805,8 +805,8 @@ const command = Command.make("bench", {
   calls: positive("calls", 5000, "hello calls per client and figure (ABBA blocks after a warm-up)"),
   warmup: positive(
     "warmup",
-    20000,
-    "untimed hello calls per client before each hello figure: Effect's code reaches the JIT's steady state after ~10^4 calls",
+    50000,
+    "untimed hello calls per client before each hello figure: Effect's code is still getting faster after 40,000 calls",
   ),
   spawnRuns: positive("spawn-runs", 20, "spawn -> ready hello runs per client"),
   trainRuns: positive("train-runs", 5, "trainWindow 64 MiB runs per client (1 KiB: 20x as many)"),

@@ -19,7 +19,7 @@ const { values } = parseArgs({
   options: {
     python: { type: "string", default: "/usr/bin/python3" },
     calls: { type: "string", default: "20000" },
-    warmup: { type: "string", default: "20000" },
+    warmup: { type: "string", default: "50000" },
   },
 })
 const calls = Number(values.calls)
