@@ -52,6 +52,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as Tracer from "effect/Tracer"
 import { spawnSync } from "node:child_process"
 import { realpathSync } from "node:fs"
 import os from "node:os"
@@ -85,6 +86,13 @@ const V8_FLAGS = ["--v8-flags=--expose-gc"]
 const MiB = 1024 * 1024
 const KiB = 1024
 const CONCURRENT_CALLERS = 64
+/** A tracer other than Effect's own, whose spans are Effect's native ones: what making a span costs the client. */
+const installedTracer: Tracer.Tracer = Effect.runSync(
+  Effect.map(
+    Effect.tracer,
+    (builtIn) => Tracer.make({ span: (...args) => builtIn.span(...args), context: (f) => f() }),
+  ),
+)
 
 // ---------------------------------------------------------------- statistics
 
@@ -247,15 +255,21 @@ const bareLoop = (worker: BareWorker, n: number) =>
     return samples
   })
 
-const measureHello = (settings: Settings, call: () => Effect.Effect<unknown, unknown>, bare: BareWorker) =>
+const measureHello = (
+  settings: Settings,
+  call: () => Effect.Effect<unknown, unknown>,
+  bare: BareWorker,
+  tracer?: Tracer.Tracer,
+) =>
   Effect.gen(function* () {
     const blocks = Math.min(10, settings.calls)
     const perBlock = Math.ceil(settings.calls / blocks)
-    yield* oursLoop(call, settings.warmup)
+    const ours = (n: number) => tracer === undefined ? oursLoop(call, n) : Effect.withTracer(oursLoop(call, n), tracer)
+    yield* ours(settings.warmup)
     yield* bareLoop(bare, settings.warmup)
     const { baseline, client } = yield* alternate(
       blocks,
-      () => oursLoop(call, perBlock),
+      () => ours(perBlock),
       () => bareLoop(bare, perBlock),
     )
     const a = concat(client)
@@ -415,6 +429,8 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
       const pins = { ours: pin(worker.pid, cpu), bare: pin(bare.pid, cpu) }
       const spanned = yield* measureHello(settings, () => worker.hello(), bare)
       const unspanned = yield* measureHello(settings, () => worker.call(Rpcs.hello, null), bare)
+      // Under Effect's own tracer (none installed) a call makes no span, since nobody can read it; under any other, each does.
+      const traced = yield* measureHello(settings, () => worker.hello(), bare, installedTracer)
       // What the design's one Effect per call costs by itself: the bare client's call, resumed through a fiber.
       const floor = yield* measureHello(settings, () => Effect.tryPromise(() => bare.call("hello", null)), bare)
       const concurrency = yield* measureConcurrency(settings, worker)
@@ -424,15 +440,15 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
       }
       const small = yield* measureTrain(worker, bare, models, KiB, Math.max(50, settings.trainRuns * 20), false)
       const large = yield* measureTrain(worker, bare, models, 64 * MiB, settings.trainRuns, true)
-      return { pins, spanned, unspanned, floor, concurrency, small, large }
+      return { pins, spanned, unspanned, traced, floor, concurrency, small, large }
     }))
 
     const rustAfter = yield* rustRuns(2)
     const rust = mergeRust(rustBefore, rustAfter)
 
-    const { spanned, unspanned, floor, concurrency, small, large } = long
+    const { spanned, unspanned, traced, floor, concurrency, small, large } = long
     Table.compare(section, {
-      figure: `hello(), fresh Effect per call, spans on: median (n=${spanned.n}) vs bare`,
+      figure: `hello(), fresh Effect per call, spans on, no tracer installed: median (n=${spanned.n}) vs bare`,
       ours: spanned.ours.median,
       baseline: spanned.bare.median,
       unit: us,
@@ -456,6 +472,12 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
       figure: `worker.call(Rpcs.hello, null): p99 vs bare p99`,
       ours: unspanned.ours.p99,
       baseline: unspanned.bare.p99,
+      unit: us,
+    })
+    Table.compare(section, {
+      figure: `hello() under an installed tracer (each call makes its span): median vs bare`,
+      ours: traced.ours.median,
+      baseline: traced.bare.median,
       unit: us,
     })
     Table.compare(section, {

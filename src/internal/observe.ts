@@ -132,6 +132,14 @@ const record = (
 }
 
 /**
+ * Effect's own tracer: the one a fiber has when the application installed
+ * none. Its spans are objects nobody reads (it exports nothing, and nothing
+ * runs inside a call's span), so a call under it makes none: ~5 KB and ~6 µs
+ * a call. Under any tracer an application installs, every call has its span.
+ */
+const builtInTracer = Effect.runSync(Effect.tracer)
+
+/**
  * Runs `call` in its span and records how it ended, whatever ended it; an
  * interruption first cancels the call on the connection (`stats.cancel`). One
  * mask holds the span's making and the recording (what `useSpan` and
@@ -163,5 +171,10 @@ export const observe = <A>(
         },
       })
     }
-    return span === undefined ? run(undefined) : Effect.flatMap(Effect.makeSpan(span.name, span.options), run)
+    if (span === undefined) return run(undefined)
+    return Effect.withFiberRuntime((fiber) =>
+      fiber.currentTracer === builtInTracer
+        ? run(undefined)
+        : Effect.flatMap(Effect.makeSpan(span.name, span.options), run)
+    )
   })
