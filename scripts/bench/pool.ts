@@ -210,7 +210,7 @@ export const poolSection = (settings: PoolSettings) =>
         us(pooledMedian - directMedian)
       } over the standalone worker, ` +
         `${us(pooledMedian - rotatedMedian)} over the pool's own workers called directly; one caller, so a worker ` +
-        `is always free and nothing queues; both hello() calls open the PythonWorker.hello span`,
+        `is always free and nothing queues; both are the same hello() path (no tracer installed)`,
     )
     Table.note(
       section,

@@ -1,7 +1,7 @@
 /**
  * The profiled program of `deno task bench --profile DIR`: one worker pinned
  * to cpu0 beside this process, `--warmup` untimed calls, then `--calls` `hello()` calls, each
- * a fresh Effect (spans on), as an application writes them.
+ * a fresh Effect (spans on; no tracer installed), as an application writes them.
  *
  *     taskset -c 0 deno run --cpu-prof --cpu-prof-dir=DIR <bench permissions> scripts/bench/profile-hello.ts \
  *       [--python PATH] [--calls N] [--warmup N]
