@@ -7,7 +7,7 @@ import * as Effect from "effect/Effect"
 import { readFileSync } from "node:fs"
 import { resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { resolveProfile, summarise } from "./profile-top.ts"
+import { byOrigin, resolveProfile, summarise } from "./profile-top.ts"
 
 const SCRIPT = fileURLToPath(new URL("./profile-hello.ts", import.meta.url))
 const TOP = fileURLToPath(new URL("./profile-top.ts", import.meta.url))
@@ -41,7 +41,14 @@ export const profileHellos = (options: {
         .status
       if (!status.success) throw new Error(`the profiled run exited with ${status.code}`)
       const path = resolveProfile(dir)
-      console.log(`\nprofile: ${path}\n${summarise(JSON.parse(readFileSync(path, "utf8")), 25)}`)
+      const profile = JSON.parse(readFileSync(path, "utf8"))
+      console.log(`\nprofile: ${path}\n${summarise(profile, 25)}`)
+      // The profile spans the warm-up too: per call over every call made.
+      console.log(
+        `\nby origin, over all ${options.warmup + options.calls} calls:\n${
+          byOrigin(profile, options.warmup + options.calls)
+        }`,
+      )
       console.log(
         `\nread it again: deno run --allow-read ${TOP} ${path} --top 40\n` +
           `or open it in Chrome DevTools (Performance > Load profile) or https://www.speedscope.app`,
