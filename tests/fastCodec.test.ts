@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Arbitrary from "effect/Arbitrary"
+import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as fc from "effect/FastCheck"
 import * as Schema from "effect/Schema"
@@ -139,6 +140,44 @@ describe("the compiled fast path of the protocol's schemas", () => {
       Schema.Struct({ kind: Schema.Literal("b") }),
     )
     expect(compile(Tagged.ast, true)({ kind: "b" })).toEqual({ kind: "b" })
+  })
+
+  it("a doubt inside a union member is the schema's call, not that member's rejection", () => {
+    const decodes = <A, I>(schema: Schema.Schema<A, I>, input: unknown) => {
+      const fast = compile(schema.ast, true)(input)
+      const slow = Schema.decodeUnknownEither(schema)(input)
+      return fast === FAIL || (Either.isRight(slow) && same(fast, slow.right))
+    }
+    // An ambiguous union inside a member, bare or behind a refinement.
+    const Nested = Schema.Union(
+      Schema.Struct({ a: Schema.Union(Schema.NumberFromString, Schema.String) }),
+      Schema.Struct({ a: Schema.String }),
+    )
+    expect(decodes(Nested, { a: "1" })).toBe(true)
+    const Refined = Schema.Union(Schema.NumberFromString, Schema.String).pipe(Schema.filter(() => true))
+    expect(decodes(Schema.Union(Refined, Schema.String), "1")).toBe(true)
+    // The same when encoding.
+    const Encoded = Schema.Union(
+      Schema.Struct({ a: Schema.Union(Schema.NumberFromString, Schema.Number) }),
+      Schema.Struct({ a: Schema.Number }),
+    )
+    const fastEncoded = compile(Encoded.ast, false)({ a: 1 })
+    expect(fastEncoded === FAIL || same(fastEncoded, Schema.encodeSync(Encoded)({ a: 1 }))).toBe(true)
+    // A transformation that answers with an Effect, which the schema runs.
+    const Length = Schema.transformOrFail(Schema.String, Schema.Number, {
+      decode: (text) => Effect.succeed(text.length),
+      encode: (n) => Effect.succeed(String(n)),
+    })
+    expect(decodes(Schema.Union(Length, Schema.String), "abc")).toBe(true)
+    // A later member that throws where the schema would have stopped at the first.
+    const Throwing = Schema.transform(Schema.String, Schema.String, {
+      decode: (text) => {
+        if (text === "x") throw new Error("boom")
+        return text
+      },
+      encode: (text) => text,
+    })
+    expect(decodes(Schema.Union(Schema.Literal("x"), Throwing), "x")).toBe(true)
   })
 
   it("a schema holding what it does not know is FAIL on every input, also when met late (inside a Suspend)", () => {

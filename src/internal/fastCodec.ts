@@ -28,13 +28,25 @@ const hasOwn = (object: object, key: PropertyKey) => Object.prototype.hasOwnProp
 /** Thrown while compiling a node this does not handle: the whole schema then goes to the schema. */
 class Unsupported extends Error {}
 
+/**
+ * Thrown for one input this cannot judge: a union two members take, a
+ * transformation that answers with an `Effect`, a union member that throws
+ * (the schema may never have called it). `FAIL` means rejected; a doubt
+ * sends that input to the schema, also from inside a union, which must not
+ * read it as one member's rejection. One instance: no stack to capture.
+ */
+class Doubt extends Error {}
+const DOUBT = new Doubt()
+
 const never: Parser = () => FAIL
 const identity: Parser = (input) => input
 const when = (test: (input: unknown) => boolean): Parser => (input) => test(input) ? input : FAIL
 
-/** What `ParseResult` returns synchronously, as a value or `FAIL`; an `Effect` (async) is not this module's. */
-const fromResult = (result: unknown): unknown =>
-  Either.isEither(result) ? (Either.isRight(result) ? result.right : FAIL) : FAIL
+/** What `ParseResult` returns synchronously, as a value or `FAIL`; an `Effect` is the schema's to run. */
+const fromResult = (result: unknown): unknown => {
+  if (!Either.isEither(result)) throw DOUBT
+  return Either.isRight(result) ? result.right : FAIL
+}
 
 const dropRightRefinement = (ast: AST.AST): AST.AST => AST.isRefinement(ast) ? dropRightRefinement(ast.from) : ast
 
@@ -248,16 +260,22 @@ class Compiler {
   /**
    * A member's result, when exactly one member takes the input: the schema,
    * which tries its candidates in its own order, would reach the same one.
-   * Two takers may give different values: that is the schema's call.
+   * Two takers, or a member in doubt, leave the input to the schema (a doubt, not a rejection).
    */
   private union(ast: AST.Union, isDecoding: boolean): Parser {
     const members = ast.types.map((member) => this.compile(member, isDecoding))
     return (input) => {
       let found: unknown = FAIL
       for (const member of members) {
-        const value = member(input)
+        let value: unknown
+        try {
+          value = member(input)
+        } catch (error) {
+          if (error instanceof Unsupported) throw error
+          throw DOUBT
+        }
         if (value === FAIL) continue
-        if (found !== FAIL) return FAIL
+        if (found !== FAIL) throw DOUBT
         found = value
       }
       return found
@@ -321,7 +339,7 @@ const keysOf = (parameter: AST.Parameter): (record: object) => ReadonlyArray<Pro
 /**
  * The fast path of `ast`'s decoder (`isDecoding`) or encoder. A node it does
  * not know, met while compiling or later (inside a `Suspend`), turns it off
- * for good: every input is then `FAIL`.
+ * for good: every input is then `FAIL`. An input it cannot judge is `FAIL`.
  *
  * @internal
  */
@@ -337,8 +355,8 @@ export const compile = (ast: AST.AST, isDecoding: boolean): Parser => {
     try {
       return root(input)
     } catch (error) {
-      if (!(error instanceof Unsupported)) throw error
-      root = never
+      // A doubt, or a transformation that threw: this input is the schema's, which does what it does with it.
+      if (error instanceof Unsupported) root = never
       return FAIL
     }
   }
