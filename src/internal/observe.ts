@@ -92,14 +92,13 @@ export const timingOf = (
   return Either.right({ deadline: clock.unsafeCurrentTimeMillis() + timeoutMillis, timeoutMillis, stats })
 }
 
-const outcomeOf = (exit: Exit.Exit<unknown, CallError>): string =>
-  Exit.isSuccess(exit)
-    ? "ok"
-    : exit.cause._tag === "Fail"
-    ? exit.cause.error._tag
-    : exit.cause._tag === "Interrupt"
-    ? "interrupted"
-    : "defect"
+const outcomeOf = (exit: Exit.Exit<unknown, CallError>): string => {
+  if (Exit.isSuccess(exit)) return "ok"
+  // Causes come composed (an interruption is often `Sequential(Empty, Interrupt)`): look inside.
+  const failure = Cause.failureOption(exit.cause)
+  if (Option.isSome(failure)) return failure.value._tag
+  return Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "defect"
+}
 
 /** The call's metrics, and its span's attributes and end. */
 const record = (
@@ -159,7 +158,14 @@ export const observe = <A>(
     const stats = newStats()
     const run = (made: Tracer.Span | undefined) => {
       const start = clock.unsafeCurrentTimeNanos()
-      return Effect.matchCauseEffect(restore(call(stats)), {
+      // Built here, inside the match: a throw while building it is the call's defect, recorded and ending its span.
+      let effect: Effect.Effect<A, CallError>
+      try {
+        effect = call(stats)
+      } catch (defect) {
+        effect = Effect.die(defect)
+      }
+      return Effect.matchCauseEffect(restore(effect), {
         onFailure: (cause) => {
           if (Cause.isInterrupted(cause)) stats.cancel?.()
           record(clock, metrics, stats, start, made, Exit.failCause(cause))
