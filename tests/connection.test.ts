@@ -13,6 +13,7 @@ import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
 import * as Connection from "../src/internal/connection.ts"
 import { encodeRequestFrame, PIECE_UNITS } from "../src/internal/frame.ts"
+import type { Transport } from "../src/internal/transport.ts"
 import { ProtocolError, RemoteError } from "../src/WorkerError.ts"
 import {
   answer,
@@ -444,6 +445,61 @@ describe("close reasons", () => {
         )
       }),
     FAST * 10,
+  )
+
+  /** A stream that takes each write and then never drains, or throws on every write. */
+  const stuckTransport = (mode: "never drains" | "throws") => {
+    let handlers: Parameters<Transport["listen"]>[0] | undefined
+    let destroyed = false
+    const transport: Transport = {
+      write: () => {
+        if (mode === "throws") throw new Error("EPIPE")
+        return false
+      },
+      onDrain: () => {},
+      destroy: () => {
+        destroyed = true
+      },
+      listen: (next) => {
+        handlers = next
+      },
+    }
+    return { transport, deliver: (bytes: Uint8Array) => handlers!.data(bytes), destroyed: () => destroyed }
+  }
+
+  it.scoped(
+    "an answer before the request went out whole is a protocol fault: the call fails, the stream closes",
+    () =>
+      Effect.gen(function* () {
+        const stuck = stuckTransport("never drains")
+        const connection = yield* Connection.make({ transport: stuck.transport, maxFrameBytes: 1 << 24, pid: 1 })
+        const big = "x".repeat(PIECE_UNITS + 1)
+        const fiber = yield* Effect.fork(call(connection, "big", big))
+        yield* Effect.yieldNow()
+        stuck.deliver(frameOf(JSON.stringify({ id: 1, ok: true, result: "too soon" })))
+        expect(failure(yield* Fiber.await(fiber))).toMatchObject({
+          _tag: "ProtocolError",
+          reason: "UnsolicitedFrame",
+          id: 1,
+        })
+        expect(connection.reason()?._tag).toBe("Faulted")
+        expect(stuck.destroyed()).toBe(true)
+      }),
+    FAST,
+  )
+
+  it.scoped(
+    "a stream that throws on a write closes: the call is Lost as sent, the next one never written",
+    () =>
+      Effect.gen(function* () {
+        const stuck = stuckTransport("throws")
+        const connection = yield* Connection.make({ transport: stuck.transport, maxFrameBytes: 1 << 24, pid: 1 })
+        expect(failure(yield* Effect.exit(call(connection, "first")))).toMatchObject({ _tag: "Lost", sent: true })
+        expect(connection.reason()?._tag).toBe("Ended")
+        expect(failure(yield* Effect.exit(call(connection, "second")))).toMatchObject({ _tag: "Lost", sent: false })
+        expect(connection.inFlight()).toBe(0)
+      }),
+    FAST,
   )
 
   it.scoped("frames split across chunks and joined in one chunk are reassembled", () =>

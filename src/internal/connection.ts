@@ -163,6 +163,8 @@ export const make = (options: {
     let pending: Pending | undefined
     let reason: CloseReason | undefined
     let waitingCalls = 0
+    // A request still going out in pieces: no answer can be its own yet.
+    let writing = false
 
     const close = (why: CloseReason) => {
       if (reason !== undefined) return
@@ -229,6 +231,12 @@ export const make = (options: {
       if (typeof message.ok !== "boolean") {
         return protocolFault("InvalidEnvelope", "the answer's `ok` field is missing or not a boolean")
       }
+      if (writing) {
+        return protocolFault(
+          "UnsolicitedFrame",
+          `an answer to #${waiting.id} arrived before its request was written whole`,
+        )
+      }
       pending = undefined
       if (waiting.stats !== undefined) waiting.stats.responseBytes = HEADER_BYTES + bytes.length
       waiting.answered(message)
@@ -249,12 +257,29 @@ export const make = (options: {
     yield* Effect.addFinalizer(() => Effect.sync(() => close(CloseReason.Closed())))
 
     /** Writes the pieces as the stream takes them, each encoded only then; stops if the connection closes. */
-    const send = (pieces: Iterator<Uint8Array>): void => {
-      while (reason === undefined) {
-        const piece = pieces.next()
-        if (piece.done) return
-        if (!transport.write(piece.value)) return transport.onDrain(() => send(pieces))
+    const send = (pieces: Iterator<Uint8Array>, next = pieces.next()): void => {
+      writing = true
+      let piece = next
+      try {
+        while (reason === undefined && !piece.done) {
+          const more = transport.write(piece.value)
+          // Taken one ahead: once the last is handed to the stream, the request is written whole.
+          piece = pieces.next()
+          if (!more && !piece.done) {
+            const waiting = piece
+            return transport.onDrain(() => send(pieces, waiting))
+          }
+        }
+      } catch {
+        return refused()
       }
+      writing = false
+    }
+
+    /** The stream threw on a write: what went out of the request is unknown, so nothing more can. */
+    const refused = () => {
+      writing = false
+      close(CloseReason.Ended({ truncated: undefined }))
     }
 
     /**
@@ -342,7 +367,11 @@ export const make = (options: {
         if (request.paramsJson.length <= PIECE_UNITS) {
           const frame = encodeRequestFrame(head, request.paramsJson)
           if (request.stats !== undefined) request.stats.requestBytes = frame.length
-          transport.write(frame)
+          try {
+            transport.write(frame)
+          } catch {
+            refused()
+          }
         } else {
           const { bytes, pieces } = requestFramePieces(head, request.paramsJson)
           if (request.stats !== undefined) request.stats.requestBytes = bytes
