@@ -132,15 +132,6 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
           died: deaths.get(stale.generation) ?? "is not a worker process of this service",
         }),
     }
-    const onInstance = <P, R, A>(
-      instance: Instance,
-      rpc: RpcFor<P, R, A>,
-      build: (ids: ModelIds) => P,
-      finish: (result: R, ids: ModelIds) => A,
-      timing: Timing,
-      lost: (lost: Lost) => Effect.Effect<A, CallError>,
-    ) => callOn(context, instance, rpc, build, finish, timing, lost)
-
     /** The death of an instance, once the supervisor has it (bounded: it waits for the exit status). */
     const deathOf = (instance: Instance) => Deferred.await(instance.died)
 
@@ -176,7 +167,7 @@ export const make = <E>(options: ManagerOptions<E>): Effect.Effect<Manager, Laun
             }
             case "Running": {
               const instance = state.instance
-              return onInstance(instance, rpc, build, finish, timing, (lost) =>
+              return callOn(context, instance, rpc, build, finish, timing, (lost) =>
                 state._tag === "Closing"
                   ? Effect.fail(new WorkerClosedError({ method: rpc.method }))
                   : Effect.flatMap(deathOf(instance), (death) => {
