@@ -84,6 +84,14 @@ export interface CancelSlot {
   cancel: (() => void) | undefined
 }
 
+/**
+ * An unguarded call, guarded: interrupted, it runs what its slot holds.
+ *
+ * @internal
+ */
+export const cancelOnInterrupt = <A, E>(self: Effect.Effect<A, E>, slot: CancelSlot): Effect.Effect<A, E> =>
+  Effect.onInterrupt(self, () => Effect.sync(() => slot.cancel?.()))
+
 /** @internal */
 export interface Request {
   readonly method: string
@@ -411,15 +419,6 @@ export const make = (options: {
       }
     }
 
-    const call = <A>(
-      request: Request,
-      settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
-    ): Effect.Effect<A, CallError | Lost> =>
-      Effect.async<A, CallError | Lost>((resume) => {
-        const cancel = register(request, settle, Effect.fail, resume)
-        return Effect.sync(cancel)
-      })
-
     // No canceler, so no `onInterrupt` of `Effect.async`'s own (six steps of
     // the fiber on every call): the caller's mask runs `slot.cancel` instead.
     const unguarded = <A, E>(
@@ -430,6 +429,15 @@ export const make = (options: {
     ): Effect.Effect<A, CallError | E> =>
       Effect.async<A, CallError | E>((resume) => {
         slot.cancel = register(request, settle, lost, resume)
+      })
+
+    const call = <A>(
+      request: Request,
+      settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
+    ): Effect.Effect<A, CallError | Lost> =>
+      Effect.suspend(() => {
+        const slot: CancelSlot = { cancel: undefined }
+        return cancelOnInterrupt(unguarded(request, settle, Effect.fail<Lost>, slot), slot)
       })
 
     return {

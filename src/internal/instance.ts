@@ -27,7 +27,7 @@ import {
   ResultMismatchError,
 } from "../WorkerError.ts"
 import { decodeAnswer, encodeParams } from "./codec.ts"
-import { type Connection, type Lost, make as makeConnection } from "./connection.ts"
+import { cancelOnInterrupt, type Connection, type Lost, make as makeConnection } from "./connection.ts"
 import { lostOnWire } from "./death.ts"
 import { bounded } from "./json.ts"
 import type { Launched, LaunchError } from "./launcher.ts"
@@ -147,11 +147,14 @@ export const instanceCalls = (
     const call = Effect.flatMap(
       Effect.suspend(() => timingOf(context.clock, callTimeout, rpc.method, callOptions)),
       (timing) =>
-        callOn(context, instance, rpc, build, finish, timing, (lost) =>
-          Effect.flatMap(
-            Deferred.await(instance.died),
-            (death) => Effect.fail(lostOnWire(rpc.method, death, lost.reason)),
-          )).pipe(Effect.onInterrupt(() => Effect.sync(() => timing.stats.cancel?.()))),
+        cancelOnInterrupt(
+          callOn(context, instance, rpc, build, finish, timing, (lost) =>
+            Effect.flatMap(
+              Deferred.await(instance.died),
+              (death) => Effect.fail(lostOnWire(rpc.method, death, lost.reason)),
+            )),
+          timing.stats,
+        ),
     )
     return span === undefined ? call : Effect.useSpan(span.name, span.options, () => call)
   }
