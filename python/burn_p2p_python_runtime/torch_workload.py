@@ -221,13 +221,9 @@ class TorchWorkload:
         for _ in range(settings["local_epochs"]):
             for begin in range(0, len(y), settings["batch_size"]):
                 xb, yb = x[begin : begin + settings["batch_size"]], y[begin : begin + settings["batch_size"]]
-                logits = module(xb)
-                loss = torch.nn.functional.cross_entropy(logits, yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.detach())
-                correct += (logits.detach().argmax(dim=1) == yb).sum()
+                loss, hits = _sgd_step(module, optimizer, xb, yb)
+                losses.append(loss)
+                correct += hits
         state.steps += len(losses)
         return {
             "loss": float(torch.stack(losses).mean().item()),
@@ -362,13 +358,9 @@ class TorchWorkload:
         for step in range(steps):
             begin = starts[step % len(starts)]
             xb, yb = x[begin : begin + batch_size], y[begin : begin + batch_size]
-            logits = module(xb)
-            loss = torch.nn.functional.cross_entropy(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-            correct += (logits.detach().argmax(dim=1) == yb).sum()
+            loss, hits = _sgd_step(module, optimizer, xb, yb)
+            losses.append(loss)
+            correct += hits
             seen += len(yb)
         state.steps += steps
         target = os.path.normpath(params["output_parameter_pack_path"]) + ".inner-optimizer.pt"
@@ -626,6 +618,16 @@ def _build_module(settings, device):
             bound = 1 / math.sqrt(fan_in)
             parameter.uniform_(-bound, bound, generator=generator)
     return module.to(device)
+
+
+def _sgd_step(module, optimizer, xb, yb):
+    """One optimizer step on a batch: its loss (detached) and how many it classified right, as tensors."""
+    logits = module(xb)
+    loss = torch.nn.functional.cross_entropy(logits, yb)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (logits.detach().argmax(dim=1) == yb).sum()
 
 
 def _seeded_generator(seed):
