@@ -48,22 +48,35 @@ const shortUrl = (url: string) => {
   return url.replace(/^file:\/\/.*?\/(src|scripts)\//, "$1/")
 }
 
-/** A table of the `top` functions by self time, with their share of all samples. */
-export const summarise = (profile: CpuProfile, top: number): string => {
+/** Self time in µs per key of the sampled frame, and the total; a sample's delta is charged to its own frame. */
+const selfTime = (
+  profile: CpuProfile,
+  keyOf: (frame: ProfileNode["callFrame"] | undefined) => string,
+): { readonly byKey: Map<string, number>; readonly total: number } => {
   const byNode = new Map<number, ProfileNode>(profile.nodes.map((node) => [node.id, node]))
-  const self = new Map<string, number>()
+  const byKey = new Map<string, number>()
   let total = 0
   profile.samples.forEach((id, i) => {
-    // A sample's delta is the time since the previous sample: charge it to this sample's frame.
     const micros = profile.timeDeltas[i] ?? 0
     total += micros
-    const frame = byNode.get(id)?.callFrame
-    const key = frame === undefined
-      ? "?"
-      : `${frame.functionName || "(anonymous)"}  ${shortUrl(frame.url)}${frame.url ? `:${frame.lineNumber + 1}` : ""}`
-    self.set(key, (self.get(key) ?? 0) + micros)
+    const key = keyOf(byNode.get(id)?.callFrame)
+    byKey.set(key, (byKey.get(key) ?? 0) + micros)
   })
-  const rows = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, top)
+  return { byKey, total }
+}
+
+/** A table of the `top` functions by self time, with their share of all samples. */
+export const summarise = (profile: CpuProfile, top: number): string => {
+  const { byKey, total } = selfTime(
+    profile,
+    (frame) =>
+      frame === undefined
+        ? "?"
+        : `${frame.functionName || "(anonymous)"}  ${shortUrl(frame.url)}${
+          frame.url ? `:${frame.lineNumber + 1}` : ""
+        }`,
+  )
+  const rows = [...byKey.entries()].sort((a, b) => b[1] - a[1]).slice(0, top)
   return [
     `self time  share  function  location   (${(total / 1000).toFixed(0)} ms sampled)`,
     ...rows.map(([key, micros]) =>
@@ -86,15 +99,9 @@ const originOf = (frame: ProfileNode["callFrame"]): string => {
 
 /** Self time per origin (`originOf`), in µs per call when `calls` is given. */
 export const byOrigin = (profile: CpuProfile, calls: number | undefined): string => {
-  const byNode = new Map<number, ProfileNode>(profile.nodes.map((node) => [node.id, node]))
-  const origins = new Map<string, number>()
-  profile.samples.forEach((id, i) => {
-    const frame = byNode.get(id)?.callFrame
-    const origin = frame === undefined ? "other" : originOf(frame)
-    origins.set(origin, (origins.get(origin) ?? 0) + (profile.timeDeltas[i] ?? 0))
-  })
+  const { byKey } = selfTime(profile, (frame) => frame === undefined ? "other" : originOf(frame))
   const unit = calls === undefined ? "ms" : "µs per call"
-  return [...origins.entries()].sort((a, b) => b[1] - a[1]).map(([origin, micros]) =>
+  return [...byKey.entries()].sort((a, b) => b[1] - a[1]).map(([origin, micros]) =>
     `${(calls === undefined ? micros / 1000 : micros / calls).toFixed(1).padStart(9)} ${unit}  ${origin}`
   ).join("\n")
 }
