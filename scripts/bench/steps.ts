@@ -27,21 +27,15 @@ import * as manager from "../../src/internal/manager.ts"
 import type { Transport } from "../../src/internal/transport.ts"
 import * as service from "../../src/internal/service.ts"
 import { Rpcs } from "../../src/Protocol.ts"
+import { frame } from "./bare.ts"
 
 const { values } = parseArgs({ args: Deno.args, options: { calls: { type: "string", default: "5000" } } })
 const CALLS = Number(values.calls)
 const gc = (globalThis as { gc?: () => void }).gc
 if (gc === undefined) throw new Error("run with --v8-flags=--expose-gc (the bench:steps task does)")
 
-const answerFrame = (id: number): Buffer => {
-  const body = Buffer.from(
-    `{"id":${id},"ok":true,"result":{"protocol_version":2,"workload_name":"w","capabilities":[]}}`,
-  )
-  const frame = Buffer.alloc(8 + body.length)
-  frame.writeUInt32BE(body.length, 4)
-  body.copy(frame, 8)
-  return frame
-}
+const answerFrame = (id: number): Buffer =>
+  frame(`{"id":${id},"ok":true,"result":{"protocol_version":2,"workload_name":"w","capabilities":[]}}`)
 
 /** A worker in memory: it reads each request's id and answers `hello` on the next macrotask. */
 const inMemory = () => {
@@ -123,12 +117,7 @@ const bare = async () => {
   const call = () =>
     new Promise((resolve) => {
       waiting = resolve
-      const body = Buffer.from(JSON.stringify({ id: ++id, method: "hello", params: null }))
-      const frame = Buffer.allocUnsafe(8 + body.length)
-      frame.writeUInt32BE(0, 0)
-      frame.writeUInt32BE(body.length, 4)
-      body.copy(frame, 8)
-      transport.write(frame)
+      transport.write(frame(JSON.stringify({ id: ++id, method: "hello", params: null })))
     })
   for (let i = 0; i < CALLS; i++) await call()
   gc!()
