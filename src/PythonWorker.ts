@@ -13,9 +13,6 @@
  * @since 0.1.0
  */
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
-import type * as FileSystem from "@effect/platform/FileSystem"
-import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
@@ -24,6 +21,7 @@ import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import * as internalOptions from "./internal/options.ts"
+import { provideNode } from "./internal/platform.ts"
 import * as internalWorker from "./internal/worker.ts"
 import type { Hello, Rpc, Rpcs } from "./Protocol.ts"
 import type { CallError, StartError } from "./WorkerError.ts"
@@ -242,7 +240,7 @@ export declare namespace PythonWorker {
 
 /**
  * Starts a supervised worker and returns the service; the scope owns every
- * process it starts. Bring your own `CommandExecutor` and `FileSystem` (e.g.
+ * process it starts. Bring your own `CommandExecutor` (e.g.
  * `NodeContext.layer`), or use `layer`.
  *
  * @since 0.1.0
@@ -253,7 +251,7 @@ export const make = <E = never>(
 ): Effect.Effect<
   PythonWorker.Service,
   StartError | E,
-  Scope.Scope | CommandExecutor.CommandExecutor | FileSystem.FileSystem
+  Scope.Scope | CommandExecutor.CommandExecutor
 > => internalWorker.make(options, "")
 
 /**
@@ -285,11 +283,7 @@ export const make = <E = never>(
  * @category layers
  */
 export const layer = <E = never>(options: PythonWorker.Options<E>): Layer.Layer<PythonWorker, StartError | E> =>
-  // Only what `make` needs: the whole NodeContext takes ~2 ms longer to build.
-  Layer.scoped(PythonWorker, make(options)).pipe(
-    Layer.provide(NodeCommandExecutor.layer),
-    Layer.provide(NodeFileSystem.layer),
-  )
+  Layer.scoped(PythonWorker, provideNode(make(options)))
 
 const /** @internal */ PythonWorkerBase: Context.TagClass<PythonWorker, "burn-p2p/PythonWorker", PythonWorker.Service> =
   Context.Tag(

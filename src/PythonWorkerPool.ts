@@ -8,13 +8,11 @@
  * @since 0.2.0
  */
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
-import type * as FileSystem from "@effect/platform/FileSystem"
-import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
+import { provideNode } from "./internal/platform.ts"
 import * as internal from "./internal/pool.ts"
 import type { PythonWorker } from "./PythonWorker.ts"
 import type { InvalidArgumentError, StartError } from "./WorkerError.ts"
@@ -87,7 +85,7 @@ export const make: <E = never>(
 ) => Effect.Effect<
   PythonWorkerPool.Service,
   StartError | E,
-  Scope.Scope | CommandExecutor.CommandExecutor | FileSystem.FileSystem
+  Scope.Scope | CommandExecutor.CommandExecutor
 > = internal.make
 
 /**
@@ -124,10 +122,7 @@ export const make: <E = never>(
  * @category layers
  */
 export const layer = <E = never>(options: PythonWorkerPool.Options<E>): Layer.Layer<PythonWorkerPool, StartError | E> =>
-  Layer.scoped(PythonWorkerPool, make(options)).pipe(
-    Layer.provide(NodeCommandExecutor.layer),
-    Layer.provide(NodeFileSystem.layer),
-  )
+  Layer.scoped(PythonWorkerPool, provideNode(make(options)))
 
 /**
  * The pool's tag. `PythonWorkerPool.layer` and `PythonWorkerPool.make` are

@@ -12,6 +12,7 @@ import * as Option from "effect/Option"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { existsSync, readFileSync, statSync } from "node:fs"
 import { join } from "node:path"
+import process from "node:process"
 import { PythonWorker } from "../src/mod.ts"
 import {
   awaitGone,
@@ -302,5 +303,21 @@ describe("the workload config", () => {
       expect(existsSync(configFile)).toBe(false)
       const model = yield* worker.initModel("cpu")
       expect((yield* worker.trainWindow(model, [generated([0], 0)])).learning_rate).toBe(0.3)
+    }))
+
+  it.scopedLive("that cannot be written to its private file fails the start with a typed error, nothing spawned", () =>
+    Effect.gen(function* () {
+      const missing = join(yield* tempDir, "gone")
+      const saved = process.env.TMPDIR
+      const error = yield* Effect.acquireUseRelease(
+        Effect.sync(() => (process.env.TMPDIR = missing)),
+        () => Effect.flip(Effect.scoped(PythonWorker.make({ ...options, pythonExecutable: "/nonexistent/python" }))),
+        () => Effect.sync(() => saved === undefined ? delete process.env.TMPDIR : (process.env.TMPDIR = saved)),
+      ).pipe(Effect.provide(NodeContext.layer))
+      // Never spawned: the missing interpreter would have been a WorkerSpawnError.
+      expectTagged(error, "InvalidArgumentError")
+      expect((error as { detail: string }).detail).toMatch(
+        /cannot write the workload config to a temporary file: .*ENOENT/,
+      )
     }))
 })

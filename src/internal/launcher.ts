@@ -6,12 +6,12 @@
  * @internal
  */
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
-import * as FileSystem from "@effect/platform/FileSystem"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import { randomBytes, randomUUID } from "node:crypto"
+import { rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import process from "node:process"
@@ -45,28 +45,38 @@ const OUTSIDER_GRACE = Duration.millis(500)
  * closes. Our worker removes it as soon as it has read it, so a client that
  * dies during a slow start leaves nothing behind. Not
  * `FileSystem.makeTempFileScoped`: that file lives in a directory of its
- * own, which the worker could not know to remove.
+ * own, which the worker could not know to remove. Written with `node:fs`'s
+ * synchronous calls, not `FileSystem`: Python reads it from the real disk
+ * anyway, and the asynchronous write's three trips through the thread pool
+ * cost ~1 ms before Python can be spawned.
  */
-const configFile = (text: string) =>
-  Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    const path = join(tmpdir(), `burn-p2p-worker-config-${randomUUID()}.json`)
-    return yield* Effect.acquireRelease(
-      // "wx": a fresh file, never one planted under the same name.
-      fs.writeFileString(path, text, { mode: 0o600, flag: "wx" }).pipe(
-        Effect.as(path),
-        Effect.mapError((error) =>
-          new InvalidArgumentError({
-            where: "PythonWorker.layer",
-            detail: `cannot write the workload config to a temporary file: ${
-              permissionFlag(error, { path: tmpdir() }) ?? error.message
-            }`,
-          })
-        ),
-      ),
-      () => fs.remove(path, { force: true }).pipe(Effect.ignore),
-    )
-  })
+const configFile = (text: string) => {
+  const path = join(tmpdir(), `burn-p2p-worker-config-${randomUUID()}.json`)
+  return Effect.acquireRelease(
+    // "wx": a fresh file, never one planted under the same name.
+    Effect.try({
+      try: () => {
+        writeFileSync(path, text, { mode: 0o600, flag: "wx" })
+        return path
+      },
+      catch: (error) =>
+        new InvalidArgumentError({
+          where: "PythonWorker.layer",
+          detail: `cannot write the workload config to a temporary file: ${
+            permissionFlag(error, { path: tmpdir() }) ?? (error as Error).message
+          }`,
+        }),
+    }),
+    () =>
+      Effect.sync(() => {
+        try {
+          rmSync(path, { force: true })
+        } catch {
+          // Gone with its folder, or not ours to remove: nothing is left to do.
+        }
+      }),
+  )
+}
 
 const inheritedPythonPath = (): string | undefined => {
   try {
@@ -81,17 +91,17 @@ const inheritedPythonPath = (): string | undefined => {
 export const launch = (
   config: Decoded,
   runtimeRoot: string,
-): Effect.Effect<Launched, LaunchError, Scope.Scope | CommandExecutor.CommandExecutor | FileSystem.FileSystem> =>
+): Effect.Effect<Launched, LaunchError, Scope.Scope | CommandExecutor.CommandExecutor> =>
   Effect.gen(function* () {
     const token = config.verifyConnection === "token" ? randomBytes(32).toString("hex") : undefined
     const listener = yield* accept.listen(token === undefined ? { _tag: "ProcessGroup" } : { _tag: "Token", token })
       .pipe(Effect.mapError(({ cause }) => connectError("Listen", Duration.zero, listenDetail(cause))))
+    const configPath = config.configVia === "file" ? yield* configFile(config.configJson) : undefined
     // A PYTHONPATH in `env` adds to the path rather than hiding the runtime's own folder.
     const { PYTHONPATH: extraPythonPath, ...env } = config.env
     const pythonPath = [runtimeRoot, ...config.moduleSearchRoots, extraPythonPath, inheritedPythonPath()].filter(
       (entry): entry is string => entry !== undefined && entry !== "",
     )
-    const configPath = config.configVia === "file" ? yield* configFile(config.configJson) : undefined
     const proc = yield* workerProcess.spawn({
       executable: config.pythonExecutable,
       args: [

@@ -39,7 +39,7 @@ import {
   WorkerClosedError,
   WorkerGaveUpError,
 } from "../WorkerError.ts"
-import type { CloseReason, Lost } from "./connection.ts"
+import type { CloseReason } from "./connection.ts"
 import { afterDeath, awaitDeath, describeDeath, exitFields, lostOnWire } from "./death.ts"
 import {
   type CallContext,

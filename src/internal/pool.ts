@@ -5,7 +5,6 @@
  * @internal
  */
 import type * as CommandExecutor from "@effect/platform/CommandExecutor"
-import type * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
@@ -26,7 +25,7 @@ export const make = <E = never>(
 ): Effect.Effect<
   PythonWorkerPool.Service,
   StartError | E,
-  Scope.Scope | CommandExecutor.CommandExecutor | FileSystem.FileSystem
+  Scope.Scope | CommandExecutor.CommandExecutor
 > =>
   Effect.gen(function* () {
     const { size } = options

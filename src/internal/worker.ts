@@ -5,7 +5,6 @@
  * @internal
  */
 import * as CommandExecutor from "@effect/platform/CommandExecutor"
-import * as FileSystem from "@effect/platform/FileSystem"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -43,7 +42,7 @@ export const make = <E>(
 ): Effect.Effect<
   PythonWorker.Service,
   StartError | E,
-  Scope.Scope | CommandExecutor.CommandExecutor | FileSystem.FileSystem
+  Scope.Scope | CommandExecutor.CommandExecutor
 > =>
   Effect.gen(function* () {
     const { restart = defaultRestart, onStart, ...data } = options ?? {}
@@ -61,8 +60,8 @@ export const make = <E>(
     // The runtime's files, written once per content hash into a per-user cache: first on PYTHONPATH.
     const runtimeRoot = yield* runtime.materialize
     // Only these two: the caller's Scope must not stand in for each worker process's own.
-    const context = Context.pick(CommandExecutor.CommandExecutor, FileSystem.FileSystem)(
-      yield* Effect.context<CommandExecutor.CommandExecutor | FileSystem.FileSystem>(),
+    const context = Context.pick(CommandExecutor.CommandExecutor)(
+      yield* Effect.context<CommandExecutor.CommandExecutor>(),
     )
     const supervised = yield* manager.make<E>({
       launch: () => Effect.provide(launcher.launch(config.right, runtimeRoot), context),
