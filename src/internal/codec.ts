@@ -15,6 +15,7 @@ import { type CallError, InvalidArgumentError, ProtocolError, RemoteError } from
 import type { Envelope } from "./connection.ts"
 import { compile, FAIL } from "./fastCodec.ts"
 import { requestBytes } from "./frame.ts"
+import { type SplitJson, splitJson } from "./longStrings.ts"
 import { bounded, jsonProblem } from "./json.ts"
 
 /** Longest remote message and traceback kept in a `RemoteError`. */
@@ -122,7 +123,8 @@ const codecsOf = <P, PI, R, RI>(rpc: Rpc<P, PI, R, RI>) => {
 }
 
 /**
- * The params as JSON text, or why they cannot be sent: too deep or circular
+ * The params as JSON text (its long strings as their bytes, when they need
+ * no escaping: see `longStrings.ts`), or why they cannot be sent: too deep or circular
  * (checked first: the schema itself would overflow the stack), breaking the
  * schema, not JSON, or above the frame limit.
  *
@@ -132,7 +134,7 @@ export const encodeParams = <P, PI, R, RI>(
   rpc: Rpc<P, PI, R, RI>,
   params: P,
   maxFrameBytes: number,
-): Either.Either<string, InvalidArgumentError> => {
+): Either.Either<string | SplitJson, InvalidArgumentError> => {
   // `hello`, `capability_probe`, `shutdown`: nothing to check or encode.
   if (params === null && rpc.params === (Schema.Null as unknown)) return NULL_JSON
   const invalid = (detail: string) => Either.left(new InvalidArgumentError({ where: rpc.method, detail }))
@@ -142,11 +144,18 @@ export const encodeParams = <P, PI, R, RI>(
   if (Either.isLeft(encoded)) return invalid(formatParseError(encoded.left))
   let json: string
   try {
+    const split = splitJson(encoded.right)
+    if (split !== undefined) {
+      // Checked here, before anything is written: the worker enforces the same limit.
+      const bytes = requestBytes(rpc.method, split.bytes)
+      return bytes > maxFrameBytes
+        ? invalid(`the request takes ${bytes} bytes, above maxFrameBytes ${maxFrameBytes}`)
+        : Either.right(split)
+    }
     json = JSON.stringify(encoded.right)
   } catch (error) {
     return invalid(`the params cannot be encoded as JSON: ${bounded((error as Error).message)}`)
   }
-  // Checked here, before anything is written: the worker enforces the same limit.
   // A UTF-16 unit is at most 3 UTF-8 bytes: most requests need no exact count.
   if (requestBytes(rpc.method, json.length * 3) <= maxFrameBytes) return Either.right(json)
   const bytes = requestBytes(rpc.method, Buffer.byteLength(json, "utf8"))

@@ -27,8 +27,10 @@ import {
   HEADER_BYTES,
   PIECE_UNITS,
   requestFramePieces,
+  splitFramePieces,
 } from "./frame.ts"
 import { bounded } from "./json.ts"
+import type { SplitJson } from "./longStrings.ts"
 import * as Lock from "./lock.ts"
 import type { Transport } from "./transport.ts"
 
@@ -95,8 +97,8 @@ export const cancelOnInterrupt = <A, E>(self: Effect.Effect<A, E>, slot: CancelS
 /** @internal */
 export interface Request {
   readonly method: string
-  /** The params as JSON text, already checked against the frame limit. */
-  readonly paramsJson: string
+  /** The params as JSON text (or split around its long strings), already checked against the frame limit. */
+  readonly paramsJson: string | SplitJson
   /** Absolute, in `Clock` milliseconds; `undefined` for no deadline. */
   readonly deadline: number | undefined
   readonly timeoutMillis: number
@@ -372,8 +374,13 @@ export const make = (options: {
           failed: (error) => complete(error instanceof Lost ? lost(error) : Effect.fail(error)),
         }
         const head = `{"id":${id},"method":${JSON.stringify(method)},"params":`
-        if (request.paramsJson.length <= PIECE_UNITS) {
-          const frame = encodeRequestFrame(head, request.paramsJson)
+        const params = request.paramsJson
+        if (typeof params !== "string") {
+          const { bytes, pieces } = splitFramePieces(head, params)
+          if (request.stats !== undefined) request.stats.requestBytes = bytes
+          send(pieces)
+        } else if (params.length <= PIECE_UNITS) {
+          const frame = encodeRequestFrame(head, params)
           if (request.stats !== undefined) request.stats.requestBytes = frame.length
           try {
             transport.write(frame)
@@ -381,7 +388,7 @@ export const make = (options: {
             refused()
           }
         } else {
-          const { bytes, pieces } = requestFramePieces(head, request.paramsJson)
+          const { bytes, pieces } = requestFramePieces(head, params)
           if (request.stats !== undefined) request.stats.requestBytes = bytes
           send(pieces)
         }

@@ -6,6 +6,7 @@
  * @internal
  */
 import { Buffer } from "node:buffer"
+import type { SplitJson } from "./longStrings.ts"
 
 /** @internal */
 export const HEADER_BYTES = 8
@@ -87,7 +88,74 @@ export const requestFramePieces = (
         if (last >= 0xd800 && last <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) end += end - start > 1 ? -1 : 1
         const text = end === params.length ? `${params.slice(start)}}` : params.slice(start, end)
         start = end === params.length ? params.length + 1 : end
-        return { done: false, value: Buffer.from(text, "utf8") }
+        return { done: false, value: utf8Of(text) }
+      },
+    },
+  }
+}
+
+const encoder = new TextEncoder()
+
+/** `Buffer.from(text, "utf8")`, ~3x faster on long text under Deno. */
+const utf8Of = (text: string): Buffer => {
+  const out = Buffer.allocUnsafe(Buffer.byteLength(text, "utf8"))
+  encoder.encodeInto(text, out)
+  return out
+}
+
+/**
+ * The frame of `head + params + "}"` for params split around long strings
+ * (`longStrings.ts`), in pieces: the header with `head` and the first text,
+ * then each string's bytes (as views, `pieceBytes` at a time) and the text
+ * after it, the last with the closing brace.
+ *
+ * @internal
+ */
+export const splitFramePieces = (
+  head: string,
+  params: SplitJson,
+  pieceBytes: number = PIECE_UNITS,
+): { readonly bytes: number; readonly pieces: Iterator<Uint8Array> } => {
+  const headLength = Buffer.byteLength(head, "utf8")
+  const bodyLength = headLength + params.bytes + 1
+  const { strings, texts } = params
+  const last = texts.length - 1
+  // Where the next piece starts: text `k`, or string `k` at `offset`.
+  let k = 0
+  let inString = false
+  let offset = 0
+  return {
+    bytes: HEADER_BYTES + bodyLength,
+    pieces: {
+      next: () => {
+        if (k > last) return { done: true, value: undefined }
+        if (inString) {
+          const bytes = strings[k]
+          const end = Math.min(bytes.length, offset + pieceBytes)
+          const value = bytes.subarray(offset, end)
+          offset = end
+          if (end === bytes.length) {
+            inString = false
+            k++
+          }
+          return { done: false, value }
+        }
+        const text = k === last ? `${texts[k]}}` : texts[k]
+        let value: Buffer
+        if (k === 0) {
+          value = Buffer.allocUnsafe(HEADER_BYTES + headLength + Buffer.byteLength(text, "utf8"))
+          writeHeader(value, bodyLength)
+          value.write(head, HEADER_BYTES, "utf8")
+          value.write(text, HEADER_BYTES + headLength, "utf8")
+        } else {
+          value = utf8Of(text)
+        }
+        if (k === last) k++
+        else {
+          inString = true
+          offset = 0
+        }
+        return { done: false, value }
       },
     },
   }

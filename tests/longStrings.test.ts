@@ -1,0 +1,141 @@
+/**
+ * Params JSON split around its long strings (`longStrings.ts`): whatever the
+ * value, the frame built from the split is the one built from
+ * `JSON.stringify(value)`, byte for byte. The tests lower the length that
+ * makes a string long, so that short arbitrary strings take the split path.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as fc from "effect/FastCheck"
+import { Buffer } from "node:buffer"
+import { encodeRequestFrame, splitFramePieces } from "../src/internal/frame.ts"
+import { splitJson } from "../src/internal/longStrings.ts"
+
+const HEAD = `{"id":7,"method":"train_window","params":`
+
+const joined = (pieces: Iterator<Uint8Array>): Buffer => {
+  const out: Array<Uint8Array> = []
+  for (let piece = pieces.next(); !piece.done; piece = pieces.next()) out.push(piece.value)
+  return Buffer.concat(out)
+}
+
+/** Characters that need escaping, or that are the hard cases for one that encodes bytes itself. */
+const text = fc.string({
+  unit: fc.constantFrom(
+    "a",
+    "z",
+    " ",
+    "é",
+    "€",
+    "😀",
+    '"',
+    "\\",
+    "\n",
+    "\u0000",
+    "\u001f",
+    "\u007f",
+    "\uD800",
+    "\uDC00",
+  ),
+  maxLength: 24,
+})
+
+/** JSON-shaped values, with what `JSON.stringify` drops or turns into `null` along the way. */
+const { value } = fc.letrec((tie) => ({
+  value: fc.oneof(
+    { depthSize: "small" },
+    text,
+    text,
+    fc.integer(),
+    fc.double(),
+    fc.boolean(),
+    fc.constant(null),
+    fc.constant(undefined),
+    fc.array(tie("value"), { maxLength: 5 }),
+    fc.dictionary(text, tie("value"), { maxKeys: 5 }),
+  ),
+}))
+
+const expectSameFrame = (input: unknown, minUnits: number, nonce?: string) => {
+  const whole = encodeRequestFrame(HEAD, JSON.stringify(input))
+  const split = splitJson(input, minUnits, nonce)
+  if (split === undefined) return false
+  for (const pieceBytes of [1, 3, 1 << 20]) {
+    const { bytes, pieces } = splitFramePieces(HEAD, split, pieceBytes)
+    const frame = joined(pieces)
+    expect(frame.toString("utf8")).toBe(whole.toString("utf8"))
+    expect(frame.equals(whole)).toBe(true)
+    expect(bytes).toBe(whole.length)
+  }
+  return true
+}
+
+describe("long strings as their bytes", () => {
+  it.prop(
+    "the split frame is JSON.stringify's frame byte for byte, whatever the value",
+    // Params are a JSON value, never `undefined` (which JSON.stringify does not encode at all).
+    [value.filter((input) => input !== undefined), fc.integer({ min: 1, max: 6 })],
+    ([input, minUnits]) => {
+      expectSameFrame(input, minUnits)
+    },
+    { fastCheck: { numRuns: 2000 } },
+  )
+
+  it("takes exactly the strings that need no escaping, and leaves the rest to JSON.stringify", () => {
+    const input = {
+      plain: "a".repeat(9),
+      quoted: `${"a".repeat(8)}"`,
+      control: `${"a".repeat(8)}\u0001`,
+      lone: `${"a".repeat(8)}\uD800`,
+      wide: "é😀".repeat(5),
+      short: "abc",
+      nested: [{ deep: "b".repeat(10) }],
+    }
+    const split = splitJson(input, 8)!
+    expect(split.strings.map((bytes) => Buffer.from(bytes).toString("utf8"))).toEqual([
+      "a".repeat(9),
+      "é😀".repeat(5),
+      "b".repeat(10),
+    ])
+    expect(expectSameFrame(input, 8)).toBe(true)
+  })
+
+  it("a byte to escape anywhere in a word is found: at each offset of a long string", () => {
+    for (const special of ['"', "\\", "\u0000", "\u0008", "\u001f", "\n"]) {
+      for (let at = 0; at < 11; at++) {
+        const long = `${"x".repeat(at)}${special}${"y".repeat(10 - at)}`
+        expect(splitJson([long], 4), JSON.stringify(long)).toBeUndefined()
+      }
+    }
+    // Bytes just above the escaped ones are not escaped.
+    expect(splitJson([" !#[]^_\u007f".repeat(2)], 4)).toBeDefined()
+  })
+
+  it("is left to JSON.stringify when the value holds a marker's text, or has no long string", () => {
+    const nonce = "feedface"
+    expect(splitJson({ a: "x".repeat(16), b: `${nonce}.0` }, 16, nonce)).toBeUndefined()
+    expect(splitJson({ a: "x".repeat(16), [`${nonce}.0`]: 1 }, 16, nonce)).toBeUndefined()
+    expect(splitJson({ a: "x".repeat(15) }, 16, nonce)).toBeUndefined()
+    expect(expectSameFrame({ a: "x".repeat(16), b: `${nonce}.1` }, 16, nonce)).toBe(true)
+  })
+
+  it("leaves alone what JSON.stringify would not read as plain data: toJSON, class instances", () => {
+    class Holder {
+      constructor(readonly s: string) {}
+    }
+    const input = {
+      viaToJSON: { s: "x".repeat(8), toJSON: () => "replaced" },
+      instance: new Holder("y".repeat(8)),
+      date: new Date(0),
+    }
+    expect(splitJson(input, 8)).toBeUndefined()
+    expect(expectSameFrame({ ...input, plain: "z".repeat(8) }, 8)).toBe(true)
+  })
+
+  it("does not change the value it splits", () => {
+    const input = { batches: [{ payload: "p".repeat(16), ids: [1, 2] }], model_id: "m1" }
+    const before = structuredClone(input)
+    const split = splitJson(input, 8)!
+    expect(split.strings).toHaveLength(1)
+    expect(input).toEqual(before)
+  })
+})
