@@ -131,6 +131,14 @@ describe("long strings as their bytes", () => {
     expect(expectSameFrame({ ...input, plain: "z".repeat(8) }, 8)).toBe(true)
   })
 
+  it("does not walk through a long array: it is left whole to JSON.stringify, and the strings beside it are still taken", () => {
+    const numbers = Array.from({ length: 5000 }, (_, i) => i)
+    expect(splitJson([...numbers, "x".repeat(8)], 8)).toBeUndefined()
+    const input = { numbers, inside: [...numbers, "y".repeat(8)], payload: "x".repeat(8) }
+    expect(splitJson(input, 8)!.strings).toHaveLength(1)
+    expect(expectSameFrame(input, 8)).toBe(true)
+  })
+
   it("does not change the value it splits", () => {
     const input = { batches: [{ payload: "p".repeat(16), ids: [1, 2] }], model_id: "m1" }
     const before = structuredClone(input)

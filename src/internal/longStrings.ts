@@ -17,7 +17,7 @@ import { randomBytes } from "node:crypto"
 /** Strings at least this long (UTF-16 units) are looked at. */
 export const LONG_STRING_UNITS = 1 << 20
 
-/** At most this many containers are opened looking for long strings: a huge array is left to `JSON.stringify`. */
+/** At most this many values are looked at for long strings; an array longer than what is left is not opened. */
 const WALK_BUDGET = 4096
 
 /**
@@ -99,8 +99,11 @@ export const splitJson = (
       strings.push(bytes)
       return `${nonce}.${strings.length - 1}`
     }
-    if (typeof node !== "object" || node === null || budget-- <= 0) return node
+    if (typeof node !== "object" || node === null) return node
     if (Array.isArray(node)) {
+      // A long array (numbers, say) costs JSON.stringify less than a walk through it would.
+      if (node.length > budget) return node
+      budget -= node.length
       let copy: Array<unknown> | undefined
       for (let i = 0; i < node.length; i++) {
         const item = node[i]
@@ -110,8 +113,11 @@ export const splitJson = (
       return copy ?? node
     }
     if (!isPlainObject(node)) return node
+    const keys = Object.keys(node)
+    if (keys.length > budget) return node
+    budget -= keys.length
     let copy: Record<string, unknown> | undefined
-    for (const key of Object.keys(node)) {
+    for (const key of keys) {
       const item = (node as Record<string, unknown>)[key]
       const swapped = swap(item)
       if (swapped !== item) (copy ??= { ...node as Record<string, unknown> })[key] = swapped

@@ -11,13 +11,10 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as Scope from "effect/Scope"
 
-type Services = CommandExecutor.CommandExecutor
+let built: Context.Context<CommandExecutor.CommandExecutor> | undefined
 
-let built: Context.Context<Services> | undefined
-
-const nodeServices = (): Context.Context<Services> =>
+const nodeServices = (): Context.Context<CommandExecutor.CommandExecutor> =>
   built ??= Effect.runSync(
     Effect.scoped(Layer.build(Layer.provide(NodeCommandExecutor.layer, NodeFileSystem.layer))),
   )
@@ -25,5 +22,5 @@ const nodeServices = (): Context.Context<Services> =>
 /** `effect` with the Node `CommandExecutor`. @internal */
 export const provideNode = <A, E, R>(
   effect: Effect.Effect<A, E, R>,
-): Effect.Effect<A, E, Exclude<R, Services> | Scope.Scope> =>
+): Effect.Effect<A, E, Exclude<R, CommandExecutor.CommandExecutor>> =>
   Effect.suspend(() => Effect.provide(effect, nodeServices()))

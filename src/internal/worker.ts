@@ -59,7 +59,7 @@ export const make = <E>(
     if (Either.isLeft(config)) return yield* config.left
     // The runtime's files, written once per content hash into a per-user cache: first on PYTHONPATH.
     const runtimeRoot = yield* runtime.materialize
-    // Only these two: the caller's Scope must not stand in for each worker process's own.
+    // Only the executor: the caller's Scope must not stand in for each worker process's own.
     const context = Context.pick(CommandExecutor.CommandExecutor)(
       yield* Effect.context<CommandExecutor.CommandExecutor>(),
     )
