@@ -167,6 +167,23 @@ describe("deadlines", () => {
 
 describe("interruption", () => {
   it.scoped(
+    "the cancel slot holds the call's canceler while it runs and drops it once the call is over",
+    () =>
+      Effect.gen(function* () {
+        const { connection } = yield* setup(echoAfter(0))
+        const request = { method: "m", paramsJson: "1", deadline: undefined, timeoutMillis: 0 }
+        const slot: Connection.CancelSlot = { cancel: undefined }
+        const running = yield* Effect.fork(connection.unguarded(request, settle, Effect.fail, slot))
+        yield* Effect.yieldNow()
+        expect(slot.cancel).toBeTypeOf("function")
+        expect(yield* Fiber.join(running)).toBe(1)
+        // Held on, it would keep the whole finished call reachable (and V8 would promote every call's garbage).
+        expect(slot.cancel).toBeUndefined()
+      }),
+    FAST,
+  )
+
+  it.scoped(
     "interrupted while queued, a call leaves the queue: it is never written and the next caller goes on",
     () =>
       Effect.gen(function* () {

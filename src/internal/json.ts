@@ -38,36 +38,43 @@ export const bounded = (text: string, max: number = QUOTE_CHARS): string =>
  */
 export const jsonProblem = (value: unknown, options: { readonly plainJson: boolean }): string | undefined => {
   const onPath = new Set<object>()
-  const visit = (node: unknown, path: string, depth: number): string | undefined => {
+  // The keys down to the node being visited: a path is spelled out only for a problem.
+  const keys: Array<string | number> = []
+  const here = () => at(keys.map((key) => typeof key === "number" ? `[${key}]` : `.${bounded(key, 40)}`).join(""))
+  const visit = (node: unknown, depth: number): string | undefined => {
     if (node === null || typeof node === "string" || typeof node === "boolean") return undefined
     if (typeof node === "number") {
-      return options.plainJson && !Number.isFinite(node) ? `${at(path)} is ${node}, which JSON cannot carry` : undefined
+      return options.plainJson && !Number.isFinite(node) ? `${here()} is ${node}, which JSON cannot carry` : undefined
     }
     if (typeof node !== "object") {
       return options.plainJson || typeof node === "bigint" || typeof node === "function"
-        ? `${at(path)} is a ${typeof node}, which JSON cannot carry`
+        ? `${here()} is a ${typeof node}, which JSON cannot carry`
         : undefined
     }
-    if (onPath.has(node)) return `${at(path)} refers back to one of its own containers (a circular value)`
-    if (depth > MAX_JSON_DEPTH) return `${at(path)} is nested deeper than ${MAX_JSON_DEPTH} levels`
+    if (onPath.has(node)) return `${here()} refers back to one of its own containers (a circular value)`
+    if (depth > MAX_JSON_DEPTH) return `${here()} is nested deeper than ${MAX_JSON_DEPTH} levels`
     const isArray = Array.isArray(node)
     if (options.plainJson && !isArray) {
       const proto = Object.getPrototypeOf(node)
       if (proto !== Object.prototype && proto !== null) {
-        return `${at(path)} is a ${proto?.constructor?.name ?? "class"} instance, not a plain object`
+        return `${here()} is a ${proto?.constructor?.name ?? "class"} instance, not a plain object`
       }
     }
     onPath.add(node)
     try {
       if (isArray) {
         for (let i = 0; i < node.length; i++) {
-          const problem = visit(node[i], `${path}[${i}]`, depth + 1)
+          keys.push(i)
+          const problem = visit(node[i], depth + 1)
+          keys.pop()
           if (problem !== undefined) return problem
         }
       } else {
         for (const key in node) {
           if (!Object.hasOwn(node, key)) continue
-          const problem = visit((node as Record<string, unknown>)[key], `${path}.${bounded(key, 40)}`, depth + 1)
+          keys.push(key)
+          const problem = visit((node as Record<string, unknown>)[key], depth + 1)
+          keys.pop()
           if (problem !== undefined) return problem
         }
       }
@@ -76,7 +83,7 @@ export const jsonProblem = (value: unknown, options: { readonly plainJson: boole
       onPath.delete(node)
     }
   }
-  return visit(value, "", 1)
+  return visit(value, 1)
 }
 
 const at = (path: string) => path === "" ? "the value" : `the value at ${path.replace(/^\./, "")}`

@@ -86,10 +86,12 @@ const isPlainObject = (value: object): boolean => {
 export const splitJson = (
   value: unknown,
   minUnits: number = LONG_STRING_UNITS,
-  nonce: string = randomBytes(16).toString("hex"),
+  nonceOf: () => string = () => randomBytes(16).toString("hex"),
 ): SplitJson | undefined => {
   const strings: Array<Uint8Array> = []
   let budget = WALK_BUDGET
+  // Drawn with the first long string: most params have none.
+  let nonce: string | undefined
   // A copy of each container on the way to a long string; the rest is shared with `value`.
   const swap = (node: unknown): unknown => {
     if (typeof node === "string") {
@@ -97,6 +99,7 @@ export const splitJson = (
       const bytes = plainBytes(node)
       if (bytes === undefined) return node
       strings.push(bytes)
+      nonce ??= nonceOf()
       return `${nonce}.${strings.length - 1}`
     }
     if (typeof node !== "object" || node === null) return node
