@@ -11,6 +11,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
+import { Buffer } from "node:buffer"
 import * as Connection from "../src/internal/connection.ts"
 import { encodeRequestFrame, PIECE_UNITS } from "../src/internal/frame.ts"
 import type { Transport } from "../src/internal/transport.ts"
@@ -329,6 +330,35 @@ describe("close reasons", () => {
             reason: { _tag: "Faulted" },
           })
         }))),
+    FAST,
+  )
+
+  it.effect(
+    "every kind of malformed UTF-8 is InvalidUtf8, and a U+FFFD the worker sent is only a character",
+    () =>
+      Effect.gen(function* () {
+        const prefix = Buffer.from(`{"id":1,"ok":true,"result":"`)
+        const malformed = [[0x80], [0xc3], [0xe2, 0x82], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [
+          0xfe,
+        ]]
+        for (const sequence of malformed) {
+          const body = Buffer.concat([prefix, Buffer.from(sequence), Buffer.from(`"}`)])
+          const exit = yield* Effect.scoped(Effect.flatMap(
+            setup(() => [bytes(frameOf(body))]),
+            ({ connection }) => Effect.exit(call(connection, "m")),
+          ))
+          expect(failure(exit), JSON.stringify(sequence)).toMatchObject({
+            _tag: "ProtocolError",
+            reason: "InvalidUtf8",
+          })
+        }
+        const text = "a \uFFFD b é 😀"
+        const answered = yield* Effect.scoped(Effect.flatMap(
+          setup((request) => answer(request, text)),
+          ({ connection }) => call(connection, "m"),
+        ))
+        expect(answered).toBe(text)
+      }),
     FAST,
   )
 
