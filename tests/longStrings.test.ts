@@ -118,12 +118,21 @@ describe("long strings as their bytes", () => {
     expect(expectSameFrame({ a: "x".repeat(16), b: `${nonce}.1` }, 16, nonce)).toBe(true)
   })
 
-  it("leaves alone what JSON.stringify would not read as plain data: toJSON, class instances", () => {
+  it("leaves alone what JSON.stringify would not read as plain data: toJSON, class instances, Array subclasses", () => {
     class Holder {
       constructor(readonly s: string) {}
     }
+    class Listed extends Array<string> {
+      toJSON() {
+        return "listed"
+      }
+    }
+    const listed = new Listed()
+    listed.push("w".repeat(8))
     const input = {
       viaToJSON: { s: "x".repeat(8), toJSON: () => "replaced" },
+      arrayViaToJSON: Object.assign(["v".repeat(8)], { toJSON: () => "replaced too" }),
+      listed,
       instance: new Holder("y".repeat(8)),
       date: new Date(0),
     }

@@ -70,9 +70,10 @@ const plainBytes = (text: string): Uint8Array | undefined => {
   return needsNoEscape(bytes) ? bytes : undefined
 }
 
-const isPlainObject = (value: object): boolean => {
-  const proto = Object.getPrototypeOf(value)
-  return (proto === Object.prototype || proto === null) && !Object.hasOwn(value, "toJSON")
+/** Read by `JSON.stringify` as its own keys alone, so a copy with the same keys reads the same. */
+const isPlain = (value: object, proto: object): boolean => {
+  const actual = Object.getPrototypeOf(value)
+  return (actual === proto || (proto === Object.prototype && actual === null)) && !Object.hasOwn(value, "toJSON")
 }
 
 /**
@@ -105,7 +106,7 @@ export const splitJson = (
     if (typeof node !== "object" || node === null) return node
     if (Array.isArray(node)) {
       // A long array (numbers, say) costs JSON.stringify less than a walk through it would.
-      if (node.length > budget) return node
+      if (node.length > budget || !isPlain(node, Array.prototype)) return node
       budget -= node.length
       let copy: Array<unknown> | undefined
       for (let i = 0; i < node.length; i++) {
@@ -115,7 +116,7 @@ export const splitJson = (
       }
       return copy ?? node
     }
-    if (!isPlainObject(node)) return node
+    if (!isPlain(node, Object.prototype)) return node
     const keys = Object.keys(node)
     if (keys.length > budget) return node
     budget -= keys.length
