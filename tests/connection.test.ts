@@ -180,6 +180,11 @@ describe("interruption", () => {
         expect(yield* Fiber.join(running)).toBe(1)
         // Held on, it would keep the whole finished call reachable (and V8 would promote every call's garbage).
         expect(slot.cancel).toBeUndefined()
+        // Over before it was registered (the connection closed): nothing is kept at all.
+        connection.close({ _tag: "Closed" })
+        const late: Connection.CancelSlot = { cancel: undefined }
+        expect(Exit.isFailure(yield* Effect.exit(connection.unguarded(request, settle, Effect.fail, late)))).toBe(true)
+        expect(late.cancel).toBeUndefined()
       }),
     FAST,
   )
@@ -334,7 +339,7 @@ describe("close reasons", () => {
   )
 
   it.effect(
-    "every kind of malformed UTF-8 is InvalidUtf8, and a U+FFFD the worker sent is only a character",
+    "every kind of malformed UTF-8 is InvalidUtf8; a U+FFFD the worker sent is a character, a leading BOM is dropped",
     () =>
       Effect.gen(function* () {
         const prefix = Buffer.from(`{"id":1,"ok":true,"result":"`)
@@ -358,6 +363,18 @@ describe("close reasons", () => {
           ({ connection }) => call(connection, "m"),
         ))
         expect(answered).toBe(text)
+        // A byte order mark before the JSON is dropped, with or without a U+FFFD after it.
+        for (const result of ["plain", "\uFFFD"]) {
+          const body = Buffer.concat([
+            Buffer.from([0xef, 0xbb, 0xbf]),
+            Buffer.from(JSON.stringify({ id: 1, ok: true, result })),
+          ])
+          const withBom = yield* Effect.scoped(Effect.flatMap(
+            setup(() => [bytes(frameOf(body))]),
+            ({ connection }) => call(connection, "m"),
+          ))
+          expect(withBom).toBe(result)
+        }
       }),
     FAST,
   )

@@ -18,23 +18,15 @@ const joined = (pieces: Iterator<Uint8Array>): Buffer => {
   return Buffer.concat(out)
 }
 
-/** Characters that need escaping, or that are the hard cases for one that encodes bytes itself. */
+/**
+ * Mostly characters that need no escaping, so that many strings take the
+ * split path; then those that need it, and the hard cases for a client that
+ * encodes bytes itself.
+ */
 const text = fc.string({
-  unit: fc.constantFrom(
-    "a",
-    "z",
-    " ",
-    "é",
-    "€",
-    "😀",
-    '"',
-    "\\",
-    "\n",
-    "\u0000",
-    "\u001f",
-    "\u007f",
-    "\uD800",
-    "\uDC00",
+  unit: fc.oneof(
+    { weight: 12, arbitrary: fc.constantFrom("a", "b", "z", " ", "é", "€", "😀", "\u007f") },
+    { weight: 1, arbitrary: fc.constantFrom('"', "\\", "\n", "\u0000", "\u001f", "\uD800", "\uDC00") },
   ),
   maxLength: 24,
 })
@@ -70,15 +62,26 @@ const expectSameFrame = (input: unknown, minUnits: number, nonce?: string) => {
 }
 
 describe("long strings as their bytes", () => {
+  let splits = 0
+  let runs = 0
   it.prop(
     "the split frame is JSON.stringify's frame byte for byte, whatever the value",
-    // Params are a JSON value, never `undefined` (which JSON.stringify does not encode at all).
-    [value.filter((input) => input !== undefined), fc.integer({ min: 1, max: 6 })],
+    // Params are an object or an array (never `undefined`, which JSON.stringify does not encode at all).
+    [
+      fc.oneof(fc.dictionary(text, value, { maxKeys: 6 }), fc.array(value, { maxLength: 6 })),
+      fc.integer({ min: 1, max: 6 }),
+    ],
     ([input, minUnits]) => {
-      expectSameFrame(input, minUnits)
+      runs++
+      if (expectSameFrame(input, minUnits)) splits++
     },
     { fastCheck: { numRuns: 2000 } },
   )
+
+  it("the values generated above took the split path often enough to mean something", () => {
+    expect(runs).toBe(2000)
+    expect(splits / runs).toBeGreaterThan(0.2)
+  })
 
   it("takes exactly the strings that need no escaping, and leaves the rest to JSON.stringify", () => {
     const input = {
@@ -129,15 +132,37 @@ describe("long strings as their bytes", () => {
     }
     const listed = new Listed()
     listed.push("w".repeat(8))
-    const input = {
+    let reads = 0
+    const opaque: Record<string, unknown> = {
       viaToJSON: { s: "x".repeat(8), toJSON: () => "replaced" },
       arrayViaToJSON: Object.assign(["v".repeat(8)], { toJSON: () => "replaced too" }),
       listed,
       instance: new Holder("y".repeat(8)),
       date: new Date(0),
+      // A getter runs once, in JSON.stringify: never read here, and its object not copied.
+      getter: {
+        s: "u".repeat(8),
+        get n() {
+          return ++reads
+        },
+      },
+      getterInArray: Object.defineProperty(["t".repeat(8), 0], 1, { get: () => ++reads, enumerable: true }),
+      // A Proxy may list its keys in an order no plain object keeps.
+      proxy: new Proxy({ 1: "a", 2: "s".repeat(8) }, { ownKeys: () => ["2", "1"] }),
     }
-    expect(splitJson(input, 8)).toBeUndefined()
-    expect(expectSameFrame({ ...input, plain: "z".repeat(8) }, 8)).toBe(true)
+    for (const [name, item] of Object.entries(opaque)) {
+      expect(splitJson({ item }, 8), name).toBeUndefined()
+      expect(splitJson([item], 8), name).toBeUndefined()
+    }
+    // Beside a long string, they go through JSON.stringify as they are: each getter runs once.
+    const withPlain = { ...opaque, plain: "z".repeat(8) }
+    reads = 0
+    const expected = encodeRequestFrame(HEAD, JSON.stringify(withPlain))
+    reads = 0
+    const split = splitJson(withPlain, 8)!
+    expect(split.strings).toHaveLength(1)
+    expect(reads).toBe(2)
+    expect(joined(splitFramePieces(HEAD, split).pieces).equals(expected)).toBe(true)
   })
 
   it("does not walk through a long array: it is left whole to JSON.stringify, and the strings beside it are still taken", () => {
@@ -146,6 +171,33 @@ describe("long strings as their bytes", () => {
     const input = { numbers, inside: [...numbers, "y".repeat(8)], payload: "x".repeat(8) }
     expect(splitJson(input, 8)!.strings).toHaveLength(1)
     expect(expectSameFrame(input, 8)).toBe(true)
+  })
+
+  it("copies an own `__proto__` key as a key, and keeps integer keys and holes where JSON.stringify puts them", () => {
+    const input = JSON.parse(`{"b":1,"__proto__":{"p":"${"q".repeat(8)}"},"2":"${"r".repeat(8)}","1":0}`)
+    // deno-lint-ignore no-sparse-arrays
+    const holes = [, "h".repeat(8), , undefined, () => 1]
+    // As in Node, whatever this runtime does: assigned, `__proto__` sets the prototype.
+    const saved = Object.getOwnPropertyDescriptor(Object.prototype, "__proto__")
+    Object.defineProperty(Object.prototype, "__proto__", {
+      get(this: object) {
+        return Object.getPrototypeOf(this)
+      },
+      set(this: object, proto: object | null) {
+        Object.setPrototypeOf(this, proto)
+      },
+      configurable: true,
+    })
+    try {
+      for (const value of [input, { input, holes }]) {
+        expect(splitJson(value, 8)!.strings.length).toBeGreaterThan(0)
+        expect(expectSameFrame(value, 8)).toBe(true)
+      }
+    } finally {
+      // deno-lint-ignore no-explicit-any
+      if (saved === undefined) delete (Object.prototype as any).__proto__
+      else Object.defineProperty(Object.prototype, "__proto__", saved)
+    }
   })
 
   it("does not change the value it splits", () => {

@@ -10,9 +10,12 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as NodeContext from "@effect/platform-node/NodeContext"
+import { spawnSync } from "node:child_process"
 import { existsSync, readFileSync, statSync } from "node:fs"
+import { tmpdir } from "node:os"
 import { join } from "node:path"
 import process from "node:process"
+import { fileURLToPath } from "node:url"
 import { PythonWorker } from "../src/mod.ts"
 import {
   awaitGone,
@@ -304,6 +307,32 @@ describe("the workload config", () => {
       const model = yield* worker.initModel("cpu")
       expect((yield* worker.trainWindow(model, [generated([0], 0)])).learning_rate).toBe(0.3)
     }))
+
+  it.scopedLive(
+    "refused by Deno's permissions, names the folder to grant, not the file it refused",
+    () =>
+      Effect.gen(function* () {
+        const cache = join(yield* tempDir, "cache")
+        const env = { ...process.env, BURN_P2P_RUNTIME_CACHE: cache }
+        const script = fileURLToPath(new URL("./fixtures/config_client.ts", import.meta.url))
+        const permissions = ["--allow-run", "--allow-net=127.0.0.1", "--allow-env", "--allow-sys=uid", `--allow-read`]
+        const runWith = (write: string) => {
+          const result = spawnSync(process.execPath, ["run", ...permissions, write, script, testPython], {
+            env,
+            encoding: "utf8",
+          })
+          expect(result.status, result.stderr).toBe(0)
+          return JSON.parse(result.stdout.trim().split("\n").pop()!)
+        }
+        expect(runWith(`--allow-write=${cache},${tmpdir()}`)).toEqual({ ok: true })
+        expect(runWith(`--allow-write=${cache}`)).toEqual({
+          ok: false,
+          tag: "InvalidArgumentError",
+          detail: `cannot write the workload config to a temporary file: Deno needs --allow-write=${tmpdir()}`,
+        })
+      }),
+    60_000,
+  )
 
   it.scopedLive("that cannot be written to its private file fails the start with a typed error, nothing spawned", () =>
     Effect.gen(function* () {

@@ -142,13 +142,15 @@ export interface Connection {
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
 /**
- * The frame's text; throws a `TypeError` for bytes that are not UTF-8.
- * Decoded loosely first (~4x faster than the fatal decoder): only a text
- * that holds U+FFFD, a replaced byte or a real one, is decoded again strictly.
+ * The frame's text, a leading byte order mark dropped as the strict decoder
+ * drops it; throws a `TypeError` for bytes that are not UTF-8. Decoded
+ * loosely first (~4x faster than the strict decoder): only a text that holds
+ * U+FFFD, a replaced byte or a real one, is decoded again strictly.
  */
 const textOf = (bytes: Uint8Array): string => {
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8")
-  return text.includes("\uFFFD") ? utf8.decode(bytes) : text
+  if (text.includes("\uFFFD")) return utf8.decode(bytes)
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text
 }
 
 /** Where a call is: waiting for the wire, written, or over. */
@@ -445,12 +447,16 @@ export const make = (options: {
       slot: CancelSlot,
     ): Effect.Effect<A, CallError | E> =>
       Effect.async<A, CallError | E>((resume) => {
-        slot.cancel = register(request, settle, lost, (outcome) => {
-          // Dropped once the call is over: a canceler held by the slot keeps the whole call
-          // reachable, and V8 then promotes every call's garbage (scavenges of 5-8 ms, not 1).
+        // Dropped once the call is over (or never kept, when it is over at once): a canceler
+        // held by the slot keeps the whole call reachable, and V8 then promotes every call's
+        // garbage (scavenges of 5-8 ms, not 1).
+        let over = false
+        const cancel = register(request, settle, lost, (outcome) => {
+          over = true
           slot.cancel = undefined
           resume(outcome)
         })
+        if (!over) slot.cancel = cancel
       })
 
     const call = <A>(

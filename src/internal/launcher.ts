@@ -62,8 +62,9 @@ const configFile = (text: string) => {
       catch: (error) =>
         new InvalidArgumentError({
           where: "PythonWorker.layer",
+          // Deno names the file it refused; what to grant is the folder the file goes in.
           detail: `cannot write the workload config to a temporary file: ${
-            permissionFlag(error, { path: tmpdir() }) ?? (error as Error).message
+            permissionFlag(error) === undefined ? (error as Error).message : `Deno needs --allow-write=${tmpdir()}`
           }`,
         }),
     }),

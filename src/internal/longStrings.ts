@@ -13,6 +13,7 @@
  */
 import { Buffer } from "node:buffer"
 import { randomBytes } from "node:crypto"
+import { types } from "node:util"
 
 /** Strings at least this long (UTF-16 units) are looked at. */
 export const LONG_STRING_UNITS = 1 << 20
@@ -70,6 +71,42 @@ const plainBytes = (text: string): Uint8Array | undefined => {
   return needsNoEscape(bytes) ? bytes : undefined
 }
 
+/**
+ * The values `JSON.stringify` would read (the elements, or the values of
+ * `keys`), read from their descriptors so that no getter runs here:
+ * `undefined` when one is a getter, and the container is left whole to
+ * `JSON.stringify`, which runs it once.
+ */
+const valuesOf = (node: object, keys: ReadonlyArray<string> | undefined, count: number): Array<unknown> | undefined => {
+  const items = new Array<unknown>(count)
+  for (let i = 0; i < count; i++) {
+    const descriptor = Object.getOwnPropertyDescriptor(node, keys === undefined ? i : keys[i])
+    // A hole in an array reads as `undefined`.
+    if (descriptor === undefined) continue
+    if (descriptor.get !== undefined || descriptor.set !== undefined) return undefined
+    items[i] = descriptor.value
+  }
+  return items
+}
+
+/** The container again, with `items` for its values (an object's keys in the same order). */
+const copyOf = (items: Array<unknown>, keys: ReadonlyArray<string> | undefined): unknown => {
+  if (keys === undefined) return items
+  const copy: Record<string, unknown> = {}
+  for (let i = 0; i < keys.length; i++) {
+    // Assigned, `__proto__` would set the prototype instead of a key.
+    if (keys[i] === "__proto__") {
+      Object.defineProperty(copy, "__proto__", {
+        value: items[i],
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      })
+    } else copy[keys[i]] = items[i]
+  }
+  return copy
+}
+
 /** Read by `JSON.stringify` as its own keys alone, so a copy with the same keys reads the same. */
 const isPlain = (value: object, proto: object): boolean => {
   const actual = Object.getPrototypeOf(value)
@@ -103,30 +140,25 @@ export const splitJson = (
       nonce ??= nonceOf()
       return `${nonce}.${strings.length - 1}`
     }
-    if (typeof node !== "object" || node === null) return node
-    if (Array.isArray(node)) {
-      // A long array (numbers, say) costs JSON.stringify less than a walk through it would.
-      if (node.length > budget || !isPlain(node, Array.prototype)) return node
-      budget -= node.length
-      let copy: Array<unknown> | undefined
-      for (let i = 0; i < node.length; i++) {
-        const item = node[i]
-        const swapped = swap(item)
-        if (swapped !== item) (copy ??= node.slice())[i] = swapped
+    if (typeof node !== "object" || node === null || types.isProxy(node)) return node
+    const isArray = Array.isArray(node)
+    if (!isPlain(node, isArray ? Array.prototype : Object.prototype)) return node
+    const keys = isArray ? undefined : Object.keys(node)
+    const count = keys === undefined ? (node as Array<unknown>).length : keys.length
+    // A long array (numbers, say) costs JSON.stringify less than a walk through it would.
+    if (count > budget) return node
+    budget -= count
+    const items = valuesOf(node, keys, count)
+    if (items === undefined) return node
+    let changed = false
+    for (let i = 0; i < count; i++) {
+      const swapped = swap(items[i])
+      if (swapped !== items[i]) {
+        items[i] = swapped
+        changed = true
       }
-      return copy ?? node
     }
-    if (!isPlain(node, Object.prototype)) return node
-    const keys = Object.keys(node)
-    if (keys.length > budget) return node
-    budget -= keys.length
-    let copy: Record<string, unknown> | undefined
-    for (const key of keys) {
-      const item = (node as Record<string, unknown>)[key]
-      const swapped = swap(item)
-      if (swapped !== item) (copy ??= { ...node as Record<string, unknown> })[key] = swapped
-    }
-    return copy ?? node
+    return changed ? copyOf(items, keys) : node
   }
   const swapped = swap(value)
   if (strings.length === 0) return undefined
