@@ -74,11 +74,8 @@ export const requestFramePieces = (
     pieces: {
       next: () => {
         if (start === -1) {
-          const first = Buffer.allocUnsafe(HEADER_BYTES + headLength)
-          writeHeader(first, bodyLength)
-          first.write(head, HEADER_BYTES, "utf8")
           start = 0
-          return { done: false, value: first }
+          return { done: false, value: firstPiece(bodyLength, head, headLength, "") }
         }
         if (start > params.length) return { done: true, value: undefined }
         let end = Math.min(params.length, start + pieceUnits)
@@ -92,6 +89,15 @@ export const requestFramePieces = (
       },
     },
   }
+}
+
+/** A piece frame's first piece: the header of a `bodyLength` body, then `head` and `text`. */
+const firstPiece = (bodyLength: number, head: string, headLength: number, text: string): Buffer => {
+  const piece = Buffer.allocUnsafe(HEADER_BYTES + headLength + Buffer.byteLength(text, "utf8"))
+  writeHeader(piece, bodyLength)
+  piece.write(head, HEADER_BYTES, "utf8")
+  if (text !== "") piece.write(text, HEADER_BYTES + headLength, "utf8")
+  return piece
 }
 
 const encoder = new TextEncoder()
@@ -141,15 +147,7 @@ export const splitFramePieces = (
           return { done: false, value }
         }
         const text = k === last ? `${texts[k]}}` : texts[k]
-        let value: Buffer
-        if (k === 0) {
-          value = Buffer.allocUnsafe(HEADER_BYTES + headLength + Buffer.byteLength(text, "utf8"))
-          writeHeader(value, bodyLength)
-          value.write(head, HEADER_BYTES, "utf8")
-          value.write(text, HEADER_BYTES + headLength, "utf8")
-        } else {
-          value = utf8Of(text)
-        }
+        const value = k === 0 ? firstPiece(bodyLength, head, headLength, text) : utf8Of(text)
         if (k === last) k++
         else {
           inString = true
