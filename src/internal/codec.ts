@@ -122,6 +122,24 @@ const codecsOf = <P, PI, R, RI>(rpc: Rpc<P, PI, R, RI>) => {
   }
 }
 
+/** `value`, or the error of a request above the frame limit: checked before anything is written, as the worker checks it. */
+const withinLimit = <A>(
+  method: string,
+  maxFrameBytes: number,
+  bodyBytes: number,
+  value: A,
+): Either.Either<A, InvalidArgumentError> => {
+  const bytes = requestBytes(method, bodyBytes)
+  return bytes > maxFrameBytes
+    ? Either.left(
+      new InvalidArgumentError({
+        where: method,
+        detail: `the request takes ${bytes} bytes, above maxFrameBytes ${maxFrameBytes}`,
+      }),
+    )
+    : Either.right(value)
+}
+
 /**
  * The params as JSON text (its long strings as their bytes, when they need
  * no escaping: see `longStrings.ts`), or why they cannot be sent: too deep or circular
@@ -145,23 +163,14 @@ export const encodeParams = <P, PI, R, RI>(
   let json: string
   try {
     const split = splitJson(encoded.right)
-    if (split !== undefined) {
-      // Checked here, before anything is written: the worker enforces the same limit.
-      const bytes = requestBytes(rpc.method, split.bytes)
-      return bytes > maxFrameBytes
-        ? invalid(`the request takes ${bytes} bytes, above maxFrameBytes ${maxFrameBytes}`)
-        : Either.right(split)
-    }
+    if (split !== undefined) return withinLimit(rpc.method, maxFrameBytes, split.bytes, split)
     json = JSON.stringify(encoded.right)
   } catch (error) {
     return invalid(`the params cannot be encoded as JSON: ${bounded((error as Error).message)}`)
   }
   // A UTF-16 unit is at most 3 UTF-8 bytes: most requests need no exact count.
   if (requestBytes(rpc.method, json.length * 3) <= maxFrameBytes) return Either.right(json)
-  const bytes = requestBytes(rpc.method, Buffer.byteLength(json, "utf8"))
-  return bytes > maxFrameBytes
-    ? invalid(`the request takes ${bytes} bytes, above maxFrameBytes ${maxFrameBytes}`)
-    : Either.right(json)
+  return withinLimit(rpc.method, maxFrameBytes, Buffer.byteLength(json, "utf8"), json)
 }
 
 /**

@@ -387,11 +387,7 @@ export const make = (options: {
         }
         const head = `{"id":${id},"method":${JSON.stringify(method)},"params":`
         const params = request.paramsJson
-        if (typeof params !== "string") {
-          const { bytes, pieces } = splitFramePieces(head, params)
-          if (request.stats !== undefined) request.stats.requestBytes = bytes
-          send(pieces)
-        } else if (params.length <= PIECE_UNITS) {
+        if (typeof params === "string" && params.length <= PIECE_UNITS) {
           const frame = encodeRequestFrame(head, params)
           if (request.stats !== undefined) request.stats.requestBytes = frame.length
           try {
@@ -400,7 +396,9 @@ export const make = (options: {
             refused()
           }
         } else {
-          const { bytes, pieces } = requestFramePieces(head, params)
+          const { bytes, pieces } = typeof params === "string"
+            ? requestFramePieces(head, params)
+            : splitFramePieces(head, params)
           if (request.stats !== undefined) request.stats.requestBytes = bytes
           send(pieces)
         }

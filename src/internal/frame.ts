@@ -53,6 +53,17 @@ export const encodeRequestFrame = (head: string, params: string): Buffer => {
 export const PIECE_UNITS = 1 << 20
 
 /**
+ * A request frame as pieces: its size, and the pieces in order, each made
+ * when it is taken.
+ *
+ * @internal
+ */
+export interface FramePieces {
+  readonly bytes: number
+  readonly pieces: Iterator<Uint8Array>
+}
+
+/**
  * The frame of `head + params + "}"` in pieces, each encoded when it is
  * taken: the header with `head`, then the params cut every `pieceUnits`
  * (never inside a surrogate pair), the last with the closing brace. For
@@ -65,7 +76,7 @@ export const requestFramePieces = (
   head: string,
   params: string,
   pieceUnits: number = PIECE_UNITS,
-): { readonly bytes: number; readonly pieces: Iterator<Uint8Array> } => {
+): FramePieces => {
   const headLength = Buffer.byteLength(head, "utf8")
   const bodyLength = headLength + Buffer.byteLength(params, "utf8") + 1
   let start = -1
@@ -121,7 +132,7 @@ export const splitFramePieces = (
   head: string,
   params: SplitJson,
   pieceBytes: number = PIECE_UNITS,
-): { readonly bytes: number; readonly pieces: Iterator<Uint8Array> } => {
+): FramePieces => {
   const headLength = Buffer.byteLength(head, "utf8")
   const bodyLength = headLength + params.bytes + 1
   const { strings, texts } = params
