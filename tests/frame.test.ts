@@ -53,6 +53,38 @@ describe("framing", () => {
     expect(texts).toEqual(["ab", "😀c", "d}"])
   })
 
+  it.prop(
+    "frames are the reference encoding, and stay so while later frames are encoded (small ones share memory)",
+    [
+      fc.array(
+        fc.tuple(
+          fc.string({ unit: fc.constantFrom("a", '"', "é", "€", "😀"), maxLength: 12 }),
+          fc.oneof(
+            fc.string({ unit: fc.constantFrom("a", "é", "€", "😀", "\uD800"), maxLength: 200 }),
+            // Around the size where a frame stops being small (8 KiB by the 3-bytes-per-unit bound).
+            fc.integer({ min: 2700, max: 2750 }).map((units) => "€".repeat(units)),
+            fc.integer({ min: 8150, max: 8200 }).map((units) => "a".repeat(units)),
+          ),
+        ),
+        { minLength: 1, maxLength: 40 },
+      ),
+    ],
+    ([requests]) => {
+      const frames = requests.map(([head, params]) => encodeRequestFrame(head, params))
+      // Checked only once all are made: a frame written over by a later one fails here.
+      requests.forEach(([head, params], i) => {
+        expect(frames[i].equals(encodeFrame(`${head}${params}}`))).toBe(true)
+      })
+    },
+    { fastCheck: { numRuns: 300 } },
+  )
+
+  it("thousands of small frames in a row each keep their own bytes", () => {
+    const texts = Array.from({ length: 5000 }, (_, i) => `{"id":${i},"method":"m${"é".repeat(i % 50)}","params":`)
+    const frames = texts.map((head, i) => encodeRequestFrame(head, String(i)))
+    texts.forEach((head, i) => expect(frames[i].equals(encodeFrame(`${head}${i}}`))).toBe(true))
+  })
+
   it("encodes an 8-byte big-endian length, then the UTF-8 body", () => {
     const frame = encodeRequestFrame(`{"a":`, `"é"`)
     expect([...frame.subarray(0, 8)]).toEqual([0, 0, 0, 0, 0, 0, 0, 10])

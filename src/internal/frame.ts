@@ -21,16 +21,56 @@ const writeHeader = (frame: Buffer, bodyLength: number) => {
   frame.writeUInt32BE(bodyLength >>> 0, 4)
 }
 
+/** Frames of at most this many bytes (by the 3-bytes-per-unit bound) are cut from a shared slab. */
+const SMALL_FRAME_BYTES = 8 * 1024
+const SLAB_BYTES = 64 * 1024
+
+/**
+ * Where small frames are encoded, one after another, never over each other:
+ * one allocation per 64 KiB of frames instead of one per frame (a fresh
+ * `Uint8Array` costs ~0.6 µs under Deno), as Node's `Buffer` pool does.
+ * `view` is the same memory as a plain `Uint8Array`, whose `subarray` is
+ * cheaper than a `Buffer`'s for `encodeInto`'s targets.
+ */
+let slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
+let slabView = new Uint8Array(slab.buffer, slab.byteOffset, SLAB_BYTES)
+let slabUsed = 0
+
 /**
  * Encodes `head + params + "}"` as one frame in one buffer, so the socket
  * sees one write (split header and body writes cost ~44 ms per call with
  * Nagle), without concatenating the strings first: joining a large params
  * text to the envelope makes V8 flatten and copy it (measured: 74 ms instead
- * of 37 ms for 64 MiB).
+ * of 37 ms for 64 MiB). A small frame is encoded once, into the slab, with
+ * no count of its bytes first: ~0.4 µs instead of ~1.4 µs.
  *
  * @internal
  */
 export const encodeRequestFrame = (head: string, params: string): Buffer => {
+  const most = HEADER_BYTES + (head.length + params.length + 1) * 3
+  if (most > SMALL_FRAME_BYTES) return exactFrame(head, params)
+  if (slabUsed + most > SLAB_BYTES) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES)
+    slabView = new Uint8Array(slab.buffer, slab.byteOffset, SLAB_BYTES)
+    slabUsed = 0
+  }
+  const start = slabUsed
+  const headEnd = start + HEADER_BYTES + encoder.encodeInto(head, slabView.subarray(start + HEADER_BYTES)).written
+  const paramsEnd = headEnd + encoder.encodeInto(params, slabView.subarray(headEnd)).written
+  slabView[paramsEnd] = 0x7d // "}"
+  const end = paramsEnd + 1
+  const bodyLength = end - start - HEADER_BYTES
+  slabView.fill(0, start, start + 4)
+  slabView[start + 4] = bodyLength >>> 24
+  slabView[start + 5] = (bodyLength >>> 16) & 0xff
+  slabView[start + 6] = (bodyLength >>> 8) & 0xff
+  slabView[start + 7] = bodyLength & 0xff
+  slabUsed = end
+  return slab.subarray(start, end)
+}
+
+/** A larger frame in a buffer of its exact size: its bytes counted first. */
+const exactFrame = (head: string, params: string): Buffer => {
   const headLength = Buffer.byteLength(head, "utf8")
   const paramsLength = Buffer.byteLength(params, "utf8")
   const bodyLength = headLength + paramsLength + 1
@@ -243,9 +283,9 @@ export class FrameDecoder {
   }
 
   private readLength(bytes: Uint8Array, offset: number): number | undefined {
-    const view = new DataView(bytes.buffer, bytes.byteOffset + offset, HEADER_BYTES)
-    const high = view.getUint32(0)
-    const low = view.getUint32(4)
+    // Read byte by byte: a `DataView` per frame cost more than the read.
+    const high = (bytes[offset] << 24 | bytes[offset + 1] << 16 | bytes[offset + 2] << 8 | bytes[offset + 3]) >>> 0
+    const low = (bytes[offset + 4] << 24 | bytes[offset + 5] << 16 | bytes[offset + 6] << 8 | bytes[offset + 7]) >>> 0
     // Compared in two halves: lengths past 2^53 are not exact JavaScript numbers.
     if (high > 0 || low > this.maxFrameBytes) {
       this.fault = { _tag: "FrameTooLarge", length: high * 0x1_0000_0000 + low, maxFrameBytes: this.maxFrameBytes }
