@@ -15,7 +15,7 @@ import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
-import { constVoid } from "effect/Function"
+import { constFalse } from "effect/Function"
 import type * as Scope from "effect/Scope"
 import { Buffer } from "node:buffer"
 import { type CallError, ProtocolError, RpcTimeoutError } from "../WorkerError.ts"
@@ -158,7 +158,7 @@ type Phase = "queued" | "sent" | "done"
 
 /** The call on the wire: what its answer, or the connection's close, settles. */
 interface Pending {
-  readonly id: number
+  readonly id: number | null
   readonly method: string
   readonly stats: { requestBytes: number; responseBytes: number } | undefined
   readonly answered: (envelope: Envelope) => void
@@ -304,55 +304,85 @@ export const make = (options: {
       close(CloseReason.Ended({ truncated: undefined }))
     }
 
+    /** `{"id":` comes before, the params after: per method, made once. */
+    const methodParts = new Map<string, string>()
+    const headOf = (id: number, method: string) => {
+      let part = methodParts.get(method)
+      if (part === undefined) {
+        part = `,"method":${JSON.stringify(method)},"params":`
+        methodParts.set(method, part)
+      }
+      return `{"id":${id}${part}`
+    }
+
     /**
      * One call, as plain synchronous state: queued for the wire, then on it,
      * then done. Written by the grant of the permit, which the answer before
      * it releases in the same stack; settled in the stack that read its
-     * answer; `resume` gets the outcome once. Returns what an interruption
-     * must run: a queued call leaves the queue; one on the wire returns at
-     * once, but its answer still holds the wire until it comes (or the
-     * connection closes), and its deadline still closes the connection.
+     * answer; `resume` gets the outcome once. `cancel` is what an
+     * interruption runs: a queued call leaves the queue; one on the wire
+     * returns at once, but its answer still holds the wire until it comes (or
+     * the connection closes), and its deadline still closes the connection.
+     * One object with its methods, not a closure each: this runs on every call.
      */
-    const register = <A, E>(
-      request: Request,
-      settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
-      lost: (lost: Lost) => Effect.Effect<A, E>,
-      resume: (outcome: Effect.Effect<A, CallError | E>) => void,
-    ): () => void => {
-      const { method, deadline } = request
-      if (reason !== undefined) {
-        resume(lost(new Lost({ reason, sent: false, method, id: null })))
-        return constVoid
+    class Call<A, E> implements Pending {
+      phase: Phase = "queued"
+      abandoned = false
+      id: number | null = null
+      timer: Fiber.RuntimeFiber<void> | undefined = undefined
+      leave: () => boolean = constFalse
+
+      constructor(
+        readonly request: Request,
+        readonly settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
+        readonly lost: (lost: Lost) => Effect.Effect<A, E>,
+        /** Dropped with the outcome: a finished call keeps nothing reachable (see `unguarded`). */
+        private resume: ((outcome: Effect.Effect<A, CallError | E>) => void) | undefined,
+      ) {}
+
+      get method() {
+        return this.request.method
       }
-      const queuedTimeout = () => new RpcTimeoutError({ method, id: null, pid, timeoutMillis: request.timeoutMillis })
-      // Writing with no time left would only make the worker's state untrustworthy.
-      if (deadline !== undefined && clock.unsafeCurrentTimeMillis() >= deadline) {
-        resume(Effect.fail(queuedTimeout()))
-        return constVoid
+      get stats() {
+        return this.request.stats
       }
-      let phase = "queued" as Phase
-      let abandoned = false
-      let id: number | null = null
-      let timer: Fiber.RuntimeFiber<void> | undefined
+
+      /** Resumes the caller, once. */
+      outcome(outcome: Effect.Effect<A, CallError | E>) {
+        const resume = this.resume
+        this.resume = undefined
+        resume?.(outcome)
+      }
+
+      queuedTimeout() {
+        return new RpcTimeoutError({
+          method: this.request.method,
+          id: null,
+          pid,
+          timeoutMillis: this.request.timeoutMillis,
+        })
+      }
 
       /** The call is over: it leaves the count, and its timer stops. */
-      const finish = () => {
-        phase = "done"
+      finish() {
+        this.phase = "done"
         waitingCalls--
-        if (timer !== undefined) timer.unsafeInterruptAsFork(FiberId.none)
-      }
-      /** Over, and the wire passes on before the caller resumes: the next request goes out first. */
-      const complete = (outcome: Effect.Effect<A, CallError | E> | undefined) => {
-        finish()
-        lock.release()
-        if (outcome !== undefined && !abandoned) resume(outcome)
+        if (this.timer !== undefined) this.timer.unsafeInterruptAsFork(FiberId.none)
       }
 
-      const answered = (envelope: Envelope) => {
-        if (abandoned) return complete(undefined)
+      /** Over, and the wire passes on before the caller resumes: the next request goes out first. */
+      complete(outcome: Effect.Effect<A, CallError | E> | undefined) {
+        this.finish()
+        lock.release()
+        if (outcome === undefined || this.abandoned) this.resume = undefined
+        else this.outcome(outcome)
+      }
+
+      answered(envelope: Envelope) {
+        if (this.abandoned) return this.complete(undefined)
         let outcome: Effect.Effect<A, CallError>
         try {
-          const result = settle(envelope, id!)
+          const result = this.settle(envelope, this.id!)
           // Settled before the wire passes on: a result that breaks its schema
           // closes the connection before the next request could be written.
           if (Either.isLeft(result) && result.left._tag === "ProtocolError") {
@@ -362,30 +392,30 @@ export const make = (options: {
         } catch (defect) {
           outcome = Effect.die(defect)
         }
-        complete(outcome)
+        this.complete(outcome)
       }
 
-      const granted = (): boolean => {
+      failed(error: CallError | Lost) {
+        this.complete(error instanceof Lost ? this.lost(error) : Effect.fail(error))
+      }
+
+      granted(): boolean {
+        const { request } = this
         if (reason !== undefined) {
-          finish()
-          resume(lost(new Lost({ reason, sent: false, method, id: null })))
+          this.finish()
+          this.outcome(this.lost(new Lost({ reason, sent: false, method: request.method, id: null })))
           return false
         }
-        if (deadline !== undefined && clock.unsafeCurrentTimeMillis() >= deadline) {
-          finish()
-          resume(Effect.fail(queuedTimeout()))
+        if (request.deadline !== undefined && clock.unsafeCurrentTimeMillis() >= request.deadline) {
+          this.finish()
+          this.outcome(Effect.fail(this.queuedTimeout()))
           return false
         }
-        id = nextId++
-        phase = "sent"
-        pending = {
-          id,
-          method,
-          stats: request.stats,
-          answered,
-          failed: (error) => complete(error instanceof Lost ? lost(error) : Effect.fail(error)),
-        }
-        const head = `{"id":${id},"method":${JSON.stringify(method)},"params":`
+        const id = nextId++
+        this.id = id
+        this.phase = "sent"
+        pending = this
+        const head = headOf(id, request.method)
         const params = request.paramsJson
         if (typeof params === "string" && params.length <= PIECE_UNITS) {
           const frame = encodeRequestFrame(head, params)
@@ -405,35 +435,59 @@ export const make = (options: {
         return true
       }
 
-      waitingCalls++
-      const leave = lock.acquire(granted)
-      if (deadline !== undefined && phase !== "done") {
-        // Its own fiber, not the caller's: an abandoned call's deadline still holds.
-        timer = runTimer(Effect.zipRight(
-          clock.sleep(Duration.millis(deadline - clock.unsafeCurrentTimeMillis())),
-          Effect.sync(() => {
-            timer = undefined
-            if (phase === "queued") {
-              // Never written: the connection stays open.
-              leave()
-              finish()
-              resume(Effect.fail(queuedTimeout()))
-            } else if (phase === "sent") {
-              close(CloseReason.TimedOut({
-                error: new RpcTimeoutError({ method, id, pid, timeoutMillis: request.timeoutMillis }),
-              }))
-            }
-          }),
-        ))
-      }
-      return () => {
-        if (phase === "queued") {
-          leave()
-          finish()
-        } else if (phase === "sent") {
-          abandoned = true
+      deadlinePassed() {
+        this.timer = undefined
+        if (this.phase === "queued") {
+          // Never written: the connection stays open.
+          this.leave()
+          this.finish()
+          this.outcome(Effect.fail(this.queuedTimeout()))
+        } else if (this.phase === "sent") {
+          close(CloseReason.TimedOut({
+            error: new RpcTimeoutError({
+              method: this.request.method,
+              id: this.id,
+              pid,
+              timeoutMillis: this.request.timeoutMillis,
+            }),
+          }))
         }
       }
+
+      cancel() {
+        if (this.phase === "queued") {
+          this.leave()
+          this.finish()
+          this.resume = undefined
+        } else if (this.phase === "sent") {
+          this.abandoned = true
+        }
+      }
+    }
+
+    /** Starts `call`: false when it is over at once (closed, or out of time before it could queue). */
+    const register = <A, E>(call: Call<A, E>): boolean => {
+      const { method, deadline } = call.request
+      if (reason !== undefined) {
+        call.outcome(call.lost(new Lost({ reason, sent: false, method, id: null })))
+        return false
+      }
+      // Writing with no time left would only make the worker's state untrustworthy.
+      if (deadline !== undefined && clock.unsafeCurrentTimeMillis() >= deadline) {
+        call.outcome(Effect.fail(call.queuedTimeout()))
+        return false
+      }
+      waitingCalls++
+      call.leave = lock.acquire(() => call.granted())
+      if (call.phase === "done") return false
+      if (deadline !== undefined) {
+        // Its own fiber, not the caller's: an abandoned call's deadline still holds.
+        call.timer = runTimer(Effect.zipRight(
+          clock.sleep(Duration.millis(deadline - clock.unsafeCurrentTimeMillis())),
+          Effect.sync(() => call.deadlinePassed()),
+        ))
+      }
+      return true
     }
 
     // No canceler, so no `onInterrupt` of `Effect.async`'s own (six steps of
@@ -448,13 +502,11 @@ export const make = (options: {
         // Dropped once the call is over (or never kept, when it is over at once): a canceler
         // held by the slot keeps the whole call reachable, and V8 then promotes every call's
         // garbage (scavenges of 5-8 ms, not 1).
-        let over = false
-        const cancel = register(request, settle, lost, (outcome) => {
-          over = true
+        const call = new Call(request, settle, lost, (outcome) => {
           slot.cancel = undefined
           resume(outcome)
         })
-        if (!over) slot.cancel = cancel
+        if (register(call)) slot.cancel = () => call.cancel()
       })
 
     const call = <A>(
