@@ -13,6 +13,8 @@ import * as fc from "effect/FastCheck"
 import * as Schema from "effect/Schema"
 import { isDeepStrictEqual } from "node:util"
 import { compile, FAIL } from "../src/internal/fastCodec.ts"
+import * as Duration from "effect/Duration"
+import * as options from "../src/internal/options.ts"
 import { Hello, Rpcs } from "../src/Protocol.ts"
 
 /** Equal as values, prototypes included, and with the same key order at every level. */
@@ -222,6 +224,54 @@ describe("the compiled fast path of the protocol's schemas", () => {
     const value = { a: 1, b: "x", c: true }
     expect(Either.isLeft(Schema.encodeEither(Swapped)(value))).toBe(true)
     expect(compile(Swapped.ast, false)(value)).toBe(FAIL)
+  })
+
+  it.prop(
+    "the worker options (decoded before every spawn): the fast path decodes as the schema does, or leaves them to it",
+    [
+      fc.record(
+        {
+          workloadFactory: fc.constantFrom("pkg.mod:make", "a:b", "not a factory", "", 3),
+          pythonExecutable: fc.constantFrom("/usr/bin/python3", "", null),
+          workerModule: fc.constantFrom("burn_p2p_python_runtime.worker", "w", ""),
+          moduleSearchRoots: fc.oneof(fc.array(fc.string(), { maxLength: 3 }), fc.constant([1])),
+          env: fc.oneof(fc.dictionary(fc.string({ maxLength: 4 }), fc.string({ maxLength: 4 })), fc.constant({ A: 1 })),
+          connectTimeout: fc.constantFrom(1, 0, -1, 2500, "5 seconds", "bogus", Infinity, Duration.seconds(3)),
+          shutdownTimeout: fc.constantFrom(0, 100, "1 minute", Number.NaN, Duration.millis(7)),
+          terminateGrace: fc.constantFrom(0, 2000, "2 seconds", -5),
+          callTimeout: fc.constantFrom(1, 0, 30_000, "10 seconds", Duration.infinity),
+          maxFrameBytes: fc.constantFrom(1, 4096, 256 * 1024 * 1024, 1.5, -1),
+          stderrTailBytes: fc.constantFrom(0, 100, 65536, 2 ** 40),
+          exitWithParent: fc.constantFrom(true, false, "yes"),
+          configVia: fc.constantFrom("file", "argv", "env"),
+          verifyConnection: fc.constantFrom("token", "processGroup", "none"),
+        },
+        { requiredKeys: [] },
+      ),
+    ],
+    ([input]) => {
+      const fast = compile(options.Options.ast, true)(input)
+      const slow = Schema.decodeUnknownEither(options.Options)(input)
+      if (fast !== FAIL) {
+        expect(Either.isRight(slow)).toBe(true)
+        expect(same(fast, Either.getOrThrow(slow))).toBe(true)
+      }
+      // The whole decode agrees with the schema's on what is accepted, whichever path took it.
+      expect(Either.isRight(options.decode(input as never))).toBe(Either.isRight(slow))
+    },
+    { fastCheck: { numRuns: 2000 } },
+  )
+
+  it("the worker options' fast path takes the usual options, defaults filled in as the schema fills them", () => {
+    const input = { workloadFactory: "pkg.mod:make", pythonExecutable: "/usr/bin/python3", callTimeout: "5 seconds" }
+    const fast = compile(options.Options.ast, true)(input)
+    expect(fast).not.toBe(FAIL)
+    expect(same(fast, Schema.decodeUnknownSync(options.Options)(input))).toBe(true)
+    const decoded = options.decode(input as never)
+    const { configJson: _json, configVia: _via, verifyConnection: _verify, ...fields } = Either.getOrThrow(decoded)
+    expect(same(fields, Schema.decodeUnknownSync(options.Options)(input))).toBe(true)
+    // A key the options do not have is refused, though the fast path alone would ignore it.
+    expect(Either.isLeft(options.decode({ ...input, pythonExectuable: "x" } as never))).toBe(true)
   })
 
   it("the comparison can fail: a decoder that skips the class is caught (negative control)", () => {
