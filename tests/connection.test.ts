@@ -166,6 +166,22 @@ describe("deadlines", () => {
   )
 })
 
+describe("memory", () => {
+  it.scoped(
+    "a request gives up its params text once framed: the frame carries it, the finished call keeps none",
+    () =>
+      Effect.gen(function* () {
+        const { connection } = yield* setup(echoAfter(0))
+        const text = JSON.stringify({ padding: "x".repeat(4096) })
+        const request: Connection.Request = { method: "m", paramsJson: text, deadline: undefined, timeoutMillis: 0 }
+        expect(yield* connection.call(request, settle)).toEqual({ padding: "x".repeat(4096) })
+        // A finished call's request survives scavenges for a while: holding the text, it promoted it too.
+        expect(request.paramsJson).toBe("")
+      }),
+    FAST,
+  )
+})
+
 describe("interruption", () => {
   it.scoped(
     "the cancel slot holds the call's canceler while it runs and drops it once the call is over",
