@@ -853,7 +853,11 @@ const command = Command.make("bench", {
     ),
   ),
   packRuns: positive("pack-runs", 3, "pack export/import runs each, ours and the struct baseline (bench/packs.py)"),
-  aggregateRuns: positive("aggregate-runs", 1, "runs per aggregation figure, 8 peers x 10M (bench/aggregate.ts)"),
+  aggregateRuns: positive(
+    "aggregate-runs",
+    3,
+    "runs per aggregation figure (their median), 8 peers x 10M (bench/aggregate.ts)",
+  ),
   poolCalls: positive("pool-calls", 32, "CPU-bound trainWindow calls per block, pool and one worker (bench/pool.ts)"),
   noRust: Options.boolean("no-rust", { negationNames: ["rust"] }).pipe(
     Options.withDescription("--rust (default) adds the seed Rust client as a baseline when cargo can build it"),
