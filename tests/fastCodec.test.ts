@@ -270,7 +270,8 @@ describe("the compiled fast path of the protocol's schemas", () => {
     const decoded = options.decode(input as never)
     const { configJson: _json, configVia: _via, verifyConnection: _verify, ...fields } = Either.getOrThrow(decoded)
     expect(same(fields, Schema.decodeUnknownSync(options.Options)(input))).toBe(true)
-    // A key the options do not have is refused, though the fast path alone would ignore it.
+    // A key the options do not have is refused, though the fast path alone would ignore it; a symbol key too.
+    expect(Either.isLeft(options.decode({ ...input, [Symbol.for("x")]: 1 } as never))).toBe(true)
     expect(Either.isLeft(options.decode({ ...input, pythonExectuable: "x" } as never))).toBe(true)
   })
 

@@ -29,7 +29,7 @@ const SLAB_BYTES = 64 * 1024
  * Where small frames are encoded, one after another, never over each other:
  * one allocation per 64 KiB of frames instead of one per frame (a fresh
  * `Uint8Array` costs ~0.6 µs under Deno), as Node's `Buffer` pool does.
- * `view` is the same memory as a plain `Uint8Array`, whose `subarray` is
+ * `slabView` is the same memory as a plain `Uint8Array`, whose `subarray` is
  * cheaper than a `Buffer`'s for `encodeInto`'s targets.
  */
 let slab = Buffer.allocUnsafeSlow(SLAB_BYTES)

@@ -155,11 +155,13 @@ const fastDecode = compile(Options.ast, true)
 const knownKeys = new Set(Object.keys(Options.fields))
 
 /**
- * The schema's decoding, its compiled fast path first (~20x faster: this
- * runs before every spawn). The fast path ignores excess keys, so any key the
- * schema does not know goes to the schema, which refuses it.
+ * The schema's decoding, its compiled fast path first (~5x faster: this runs
+ * before every spawn). The fast path ignores excess keys, so input with a key
+ * the schema does not know (or a symbol key, which it also reads) goes to the
+ * schema, which refuses it.
  */
 const decodeOptions = (input: object): Either.Either<typeof Options.Type, ParseResult.ParseError> => {
+  if (Object.getOwnPropertySymbols(input).length > 0) return schemaDecode(input)
   for (const key of Object.keys(input)) if (!knownKeys.has(key)) return schemaDecode(input)
   const value = fastDecode(input)
   return value === FAIL ? schemaDecode(input) : Either.right(value as typeof Options.Type)
