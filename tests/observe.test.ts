@@ -7,6 +7,8 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Metric from "effect/Metric"
+import * as TestClock from "effect/TestClock"
 import * as Tracer from "effect/Tracer"
 import { observe, spanSpec } from "../src/internal/observe.ts"
 import { InvalidArgumentError } from "../src/WorkerError.ts"
@@ -92,5 +94,38 @@ describe("a call's span", () => {
       expect(made).toBe(0)
       yield* observe(clock, "m", span, () => Effect.succeed(1)).pipe(Effect.withTracer(counting))
       expect(made).toBe(1)
+    }))
+})
+
+/** The sum of the call-duration histogram of `method`, in milliseconds. */
+const durationSum = (method: string) =>
+  Effect.map(Metric.snapshot, (pairs) => {
+    const pair = pairs.find((pair) =>
+      pair.metricKey.name === "burn_p2p_worker_call_duration_ms" &&
+      pair.metricKey.tags.some((tag) => tag.key === "method" && tag.value === method)
+    )
+    return (pair?.metricState as unknown as { readonly sum?: number } | undefined)?.sum ?? 0
+  })
+
+describe("a call's duration", () => {
+  it.effect("is read on the clock the call runs on: a TestClock moves it exactly", () =>
+    Effect.gen(function* () {
+      const clock = yield* Effect.clock
+      const fiber = yield* Effect.fork(
+        observe(clock, "duration-test-clock", undefined, () => Effect.sleep("250 millis")),
+      )
+      yield* TestClock.adjust("250 millis")
+      yield* Fiber.join(fiber)
+      expect(yield* durationSum("duration-test-clock")).toBe(250)
+    }))
+
+  it.live("is read on Effect's own clock: a call that sleeps 30 ms takes at least that", () =>
+    Effect.gen(function* () {
+      const clock = yield* Effect.clock
+      yield* observe(clock, "duration-live-clock", undefined, () => Effect.sleep("30 millis"))
+      const sum = yield* durationSum("duration-live-clock")
+      // A reading in the wrong unit (µs, ns, s) or from two different bases cannot land here.
+      expect(sum).toBeGreaterThanOrEqual(29)
+      expect(sum).toBeLessThan(30_000)
     }))
 })

@@ -100,18 +100,28 @@ const outcomeOf = (exit: Exit.Exit<unknown, CallError>): string => {
   return Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "defect"
 }
 
+/** Effect's own clock: the one a fiber has unless the application (or a test) provides another. */
+const builtInClock = Effect.runSync(Effect.clock)
+
+/**
+ * A reading in milliseconds, for a duration: `performance.now()` under
+ * Effect's own clock, whose nanosecond reads (a `BigInt` each, and BigInt
+ * arithmetic) cost ~0.2 µs more per call; any other clock is read as itself.
+ */
+const millisOf = (clock: Clock.Clock): number =>
+  clock === builtInClock ? performance.now() : Number(clock.unsafeCurrentTimeNanos()) / 1e6
+
 /** The call's metrics, and its span's attributes and end. */
 const record = (
   clock: Clock.Clock,
   metrics: Metrics.PerMethod,
   stats: Stats,
-  start: bigint,
+  start: number,
   span: Tracer.Span | undefined,
   exit: Exit.Exit<unknown, CallError>,
 ) => {
   const outcome = outcomeOf(exit)
-  const now = clock.unsafeCurrentTimeNanos()
-  Metrics.callDuration.unsafeUpdate(Number(now - start) / 1e6, metrics.labels)
+  Metrics.callDuration.unsafeUpdate(millisOf(clock) - start, metrics.labels)
   if (stats.requestBytes > 0) Metrics.requestBytes.unsafeUpdate(stats.requestBytes, metrics.labels)
   if (stats.responseBytes > 0) Metrics.responseBytes.unsafeUpdate(stats.responseBytes, metrics.labels)
   if (Exit.isFailure(exit)) Metrics.callErrors.unsafeUpdate(1, Metrics.errorLabels(metrics, outcome))
@@ -127,7 +137,7 @@ const record = (
     span.attribute("worker.generation", stats.generation)
   }
   if (stats.modelId !== undefined) span.attribute("worker.model_id", stats.modelId)
-  span.end(now, exit)
+  span.end(clock.unsafeCurrentTimeNanos(), exit)
 }
 
 /**
@@ -157,7 +167,7 @@ export const observe = <A>(
     const metrics = Metrics.forMethod(method)
     const stats = newStats()
     const run = (made: Tracer.Span | undefined) => {
-      const start = clock.unsafeCurrentTimeNanos()
+      const start = millisOf(clock)
       // Built here, inside the match: a throw while building it is the call's defect, recorded and ending its span.
       let effect: Effect.Effect<A, CallError>
       try {
