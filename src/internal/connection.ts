@@ -12,6 +12,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import type * as Clock from "effect/Clock"
 import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
@@ -168,6 +169,165 @@ interface Pending {
   readonly failed: (error: CallError | Lost) => void
 }
 
+/** A call the wire is handed: it takes its id, and is then the one pending. */
+interface Granted extends Pending {
+  readonly request: Request
+  readonly onWire: (id: number) => void
+}
+
+/** What a connection lends its calls: made once per connection. */
+interface Wire {
+  readonly pid: number
+  readonly lock: Lock.Lock
+  readonly clock: Clock.Clock
+  readonly reason: () => CloseReason | undefined
+  readonly close: (why: CloseReason) => void
+  /** Puts a granted call on the wire: its id, then its frame. */
+  readonly put: (call: Granted) => void
+  /** A call is over: it leaves the count of calls in flight. */
+  readonly left: () => void
+}
+
+/**
+ * One call, as plain synchronous state: queued for the wire, then on it,
+ * then done. Written by the grant of the permit, which the answer before
+ * it releases in the same stack; settled in the stack that read its
+ * answer; `resume` gets the outcome once. `cancel` is what an
+ * interruption runs: a queued call leaves the queue; one on the wire
+ * returns at once, but its answer still holds the wire until it comes (or
+ * the connection closes), and its deadline still closes the connection.
+ * One object with its methods, not a closure each: this runs on every call.
+ * One class for every connection (a class per connection would give its
+ * objects a shape each, and the calls' property reads would go megamorphic
+ * as connections come and go).
+ */
+class Call<A, E> implements Pending {
+  phase: Phase = "queued"
+  abandoned = false
+  id: number | null = null
+  timer: Fiber.RuntimeFiber<void> | undefined = undefined
+  leave: () => boolean = constFalse
+
+  constructor(
+    readonly wire: Wire,
+    readonly request: Request,
+    readonly settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
+    readonly lost: (lost: Lost) => Effect.Effect<A, E>,
+    /** Dropped with the outcome: a finished call keeps nothing reachable (see `unguarded`). */
+    private resume: ((outcome: Effect.Effect<A, CallError | E>) => void) | undefined,
+  ) {}
+
+  get method() {
+    return this.request.method
+  }
+  get stats() {
+    return this.request.stats
+  }
+
+  onWire(id: number) {
+    this.id = id
+    this.phase = "sent"
+  }
+
+  /** Resumes the caller, once. */
+  outcome(outcome: Effect.Effect<A, CallError | E>) {
+    const resume = this.resume
+    this.resume = undefined
+    resume?.(outcome)
+  }
+
+  queuedTimeout() {
+    return new RpcTimeoutError({
+      method: this.request.method,
+      id: null,
+      pid: this.wire.pid,
+      timeoutMillis: this.request.timeoutMillis,
+    })
+  }
+
+  /** The call is over: it leaves the count, and its timer stops. */
+  finish() {
+    this.phase = "done"
+    this.wire.left()
+    if (this.timer !== undefined) this.timer.unsafeInterruptAsFork(FiberId.none)
+  }
+
+  /** Over, and the wire passes on before the caller resumes: the next request goes out first. */
+  complete(outcome: Effect.Effect<A, CallError | E> | undefined) {
+    this.finish()
+    this.wire.lock.release()
+    if (outcome === undefined || this.abandoned) this.resume = undefined
+    else this.outcome(outcome)
+  }
+
+  answered(envelope: Envelope) {
+    if (this.abandoned) return this.complete(undefined)
+    let outcome: Effect.Effect<A, CallError>
+    try {
+      const result = this.settle(envelope, this.id!)
+      // Settled before the wire passes on: a result that breaks its schema
+      // closes the connection before the next request could be written.
+      if (Either.isLeft(result) && result.left._tag === "ProtocolError") {
+        this.wire.close(CloseReason.Faulted({ error: result.left }))
+      }
+      outcome = result
+    } catch (defect) {
+      outcome = Effect.die(defect)
+    }
+    this.complete(outcome)
+  }
+
+  failed(error: CallError | Lost) {
+    this.complete(error instanceof Lost ? this.lost(error) : Effect.fail(error))
+  }
+
+  granted(): boolean {
+    const { request, wire } = this
+    const reason = wire.reason()
+    if (reason !== undefined) {
+      this.finish()
+      this.outcome(this.lost(new Lost({ reason, sent: false, method: request.method, id: null })))
+      return false
+    }
+    if (request.deadline !== undefined && wire.clock.unsafeCurrentTimeMillis() >= request.deadline) {
+      this.finish()
+      this.outcome(Effect.fail(this.queuedTimeout()))
+      return false
+    }
+    wire.put(this)
+    return true
+  }
+
+  deadlinePassed() {
+    this.timer = undefined
+    if (this.phase === "queued") {
+      // Never written: the connection stays open.
+      this.leave()
+      this.finish()
+      this.outcome(Effect.fail(this.queuedTimeout()))
+    } else if (this.phase === "sent") {
+      this.wire.close(CloseReason.TimedOut({
+        error: new RpcTimeoutError({
+          method: this.request.method,
+          id: this.id,
+          pid: this.wire.pid,
+          timeoutMillis: this.request.timeoutMillis,
+        }),
+      }))
+    }
+  }
+
+  cancel() {
+    if (this.phase === "queued") {
+      this.leave()
+      this.finish()
+      this.resume = undefined
+    } else if (this.phase === "sent") {
+      this.abandoned = true
+    }
+  }
+}
+
 /** @internal */
 export const make = (options: {
   readonly transport: Transport
@@ -318,159 +478,44 @@ export const make = (options: {
       return `{"id":${id}${part}`
     }
 
-    /**
-     * One call, as plain synchronous state: queued for the wire, then on it,
-     * then done. Written by the grant of the permit, which the answer before
-     * it releases in the same stack; settled in the stack that read its
-     * answer; `resume` gets the outcome once. `cancel` is what an
-     * interruption runs: a queued call leaves the queue; one on the wire
-     * returns at once, but its answer still holds the wire until it comes (or
-     * the connection closes), and its deadline still closes the connection.
-     * One object with its methods, not a closure each: this runs on every call.
-     */
-    class Call<A, E> implements Pending {
-      phase: Phase = "queued"
-      abandoned = false
-      id: number | null = null
-      timer: Fiber.RuntimeFiber<void> | undefined = undefined
-      leave: () => boolean = constFalse
-
-      constructor(
-        readonly request: Request,
-        readonly settle: (envelope: Envelope, id: number) => Either.Either<A, CallError>,
-        readonly lost: (lost: Lost) => Effect.Effect<A, E>,
-        /** Dropped with the outcome: a finished call keeps nothing reachable (see `unguarded`). */
-        private resume: ((outcome: Effect.Effect<A, CallError | E>) => void) | undefined,
-      ) {}
-
-      get method() {
-        return this.request.method
-      }
-      get stats() {
-        return this.request.stats
-      }
-
-      /** Resumes the caller, once. */
-      outcome(outcome: Effect.Effect<A, CallError | E>) {
-        const resume = this.resume
-        this.resume = undefined
-        resume?.(outcome)
-      }
-
-      queuedTimeout() {
-        return new RpcTimeoutError({
-          method: this.request.method,
-          id: null,
-          pid,
-          timeoutMillis: this.request.timeoutMillis,
-        })
-      }
-
-      /** The call is over: it leaves the count, and its timer stops. */
-      finish() {
-        this.phase = "done"
-        waitingCalls--
-        if (this.timer !== undefined) this.timer.unsafeInterruptAsFork(FiberId.none)
-      }
-
-      /** Over, and the wire passes on before the caller resumes: the next request goes out first. */
-      complete(outcome: Effect.Effect<A, CallError | E> | undefined) {
-        this.finish()
-        lock.release()
-        if (outcome === undefined || this.abandoned) this.resume = undefined
-        else this.outcome(outcome)
-      }
-
-      answered(envelope: Envelope) {
-        if (this.abandoned) return this.complete(undefined)
-        let outcome: Effect.Effect<A, CallError>
+    const put = (call: Granted) => {
+      const { request } = call
+      const id = nextId++
+      call.onWire(id)
+      pending = call
+      const head = headOf(id, request.method)
+      const params = request.paramsJson
+      // Framed, the text is not needed. V8 may allocate requests in the old generation (it
+      // moves an object literal's site there once it has seen its objects alive at a
+      // scavenge), and a dead old request keeps what it points to through every scavenge
+      // until a full collection: measured, ~2 KB promoted per 1 KiB `trainWindow`.
+      request.paramsJson = ""
+      if (typeof params === "string" && params.length <= PIECE_UNITS) {
+        const frame = encodeRequestFrame(head, params)
+        if (request.stats !== undefined) request.stats.requestBytes = frame.length
         try {
-          const result = this.settle(envelope, this.id!)
-          // Settled before the wire passes on: a result that breaks its schema
-          // closes the connection before the next request could be written.
-          if (Either.isLeft(result) && result.left._tag === "ProtocolError") {
-            close(CloseReason.Faulted({ error: result.left }))
-          }
-          outcome = result
-        } catch (defect) {
-          outcome = Effect.die(defect)
+          transport.write(frame)
+        } catch {
+          refused()
         }
-        this.complete(outcome)
+      } else {
+        const { bytes, pieces } = typeof params === "string"
+          ? requestFramePieces(head, params)
+          : splitFramePieces(head, params)
+        if (request.stats !== undefined) request.stats.requestBytes = bytes
+        send(pieces)
       }
-
-      failed(error: CallError | Lost) {
-        this.complete(error instanceof Lost ? this.lost(error) : Effect.fail(error))
-      }
-
-      granted(): boolean {
-        const { request } = this
-        if (reason !== undefined) {
-          this.finish()
-          this.outcome(this.lost(new Lost({ reason, sent: false, method: request.method, id: null })))
-          return false
-        }
-        if (request.deadline !== undefined && clock.unsafeCurrentTimeMillis() >= request.deadline) {
-          this.finish()
-          this.outcome(Effect.fail(this.queuedTimeout()))
-          return false
-        }
-        const id = nextId++
-        this.id = id
-        this.phase = "sent"
-        pending = this
-        const head = headOf(id, request.method)
-        const params = request.paramsJson
-        // Framed, the text is not needed. V8 may allocate requests in the old generation (it
-        // moves an object literal's site there once it has seen its objects alive at a
-        // scavenge), and a dead old request keeps what it points to through every scavenge
-        // until a full collection: measured, ~2 KB promoted per 1 KiB `trainWindow`.
-        request.paramsJson = ""
-        if (typeof params === "string" && params.length <= PIECE_UNITS) {
-          const frame = encodeRequestFrame(head, params)
-          if (request.stats !== undefined) request.stats.requestBytes = frame.length
-          try {
-            transport.write(frame)
-          } catch {
-            refused()
-          }
-        } else {
-          const { bytes, pieces } = typeof params === "string"
-            ? requestFramePieces(head, params)
-            : splitFramePieces(head, params)
-          if (request.stats !== undefined) request.stats.requestBytes = bytes
-          send(pieces)
-        }
-        return true
-      }
-
-      deadlinePassed() {
-        this.timer = undefined
-        if (this.phase === "queued") {
-          // Never written: the connection stays open.
-          this.leave()
-          this.finish()
-          this.outcome(Effect.fail(this.queuedTimeout()))
-        } else if (this.phase === "sent") {
-          close(CloseReason.TimedOut({
-            error: new RpcTimeoutError({
-              method: this.request.method,
-              id: this.id,
-              pid,
-              timeoutMillis: this.request.timeoutMillis,
-            }),
-          }))
-        }
-      }
-
-      cancel() {
-        if (this.phase === "queued") {
-          this.leave()
-          this.finish()
-          this.resume = undefined
-        } else if (this.phase === "sent") {
-          this.abandoned = true
-        }
-      }
+    }
+    const wire: Wire = {
+      pid,
+      lock,
+      clock,
+      reason: () => reason,
+      close,
+      put,
+      left: () => {
+        waitingCalls--
+      },
     }
 
     /** Starts `call`: false when it is over at once (closed, or out of time before it could queue). */
@@ -510,7 +555,7 @@ export const make = (options: {
         // Dropped once the call is over (or never kept, when it is over at once): a canceler
         // held by the slot keeps the whole call reachable, and V8 then promotes every call's
         // garbage (scavenges of 5-8 ms, not 1).
-        const call = new Call(request, settle, lost, (outcome) => {
+        const call = new Call(wire, request, settle, lost, (outcome) => {
           slot.cancel = undefined
           resume(outcome)
         })
