@@ -235,7 +235,11 @@ describe("the compiled fast path of the protocol's schemas", () => {
           pythonExecutable: fc.constantFrom("/usr/bin/python3", "", null),
           workerModule: fc.constantFrom("burn_p2p_python_runtime.worker", "w", ""),
           moduleSearchRoots: fc.oneof(fc.array(fc.string(), { maxLength: 3 }), fc.constant([1])),
-          env: fc.oneof(fc.dictionary(fc.string({ maxLength: 4 }), fc.string({ maxLength: 4 })), fc.constant({ A: 1 })),
+          env: fc.oneof(
+            fc.dictionary(fc.string({ maxLength: 4 }), fc.string({ maxLength: 4 })),
+            fc.constant({ A: 1 }),
+            fc.constant({ A: "1", [Symbol.for("x")]: "y" }),
+          ),
           connectTimeout: fc.constantFrom(1, 0, -1, 2500, "5 seconds", "bogus", Infinity, Duration.seconds(3)),
           shutdownTimeout: fc.constantFrom(0, 100, "1 minute", Number.NaN, Duration.millis(7)),
           terminateGrace: fc.constantFrom(0, 2000, "2 seconds", -5),
@@ -256,8 +260,9 @@ describe("the compiled fast path of the protocol's schemas", () => {
         expect(Either.isRight(slow)).toBe(true)
         expect(same(fast, Either.getOrThrow(slow))).toBe(true)
       }
-      // The whole decode agrees with the schema's on what is accepted, whichever path took it.
-      expect(Either.isRight(options.decode(input as never))).toBe(Either.isRight(slow))
+      // The whole decode agrees with the schema's, excess keys refused, on what is accepted, whichever path took it.
+      const strict = Schema.decodeUnknownEither(options.Options, { onExcessProperty: "error" })(input)
+      expect(Either.isRight(options.decode(input as never))).toBe(Either.isRight(strict))
     },
     { fastCheck: { numRuns: 2000 } },
   )
@@ -272,6 +277,7 @@ describe("the compiled fast path of the protocol's schemas", () => {
     expect(same(fields, Schema.decodeUnknownSync(options.Options)(input))).toBe(true)
     // A key the options do not have is refused, though the fast path alone would ignore it; a symbol key too.
     expect(Either.isLeft(options.decode({ ...input, [Symbol.for("x")]: 1 } as never))).toBe(true)
+    expect(Either.isLeft(options.decode({ ...input, env: { A: "1", [Symbol.for("x")]: "y" } } as never))).toBe(true)
     expect(Either.isLeft(options.decode({ ...input, pythonExectuable: "x" } as never))).toBe(true)
   })
 
