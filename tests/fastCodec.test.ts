@@ -281,6 +281,32 @@ describe("the compiled fast path of the protocol's schemas", () => {
     expect(Either.isLeft(options.decode({ ...input, pythonExectuable: "x" } as never))).toBe(true)
   })
 
+  it("compiled with onExcessProperty error, any own key a struct neither declares nor indexes is the schema's", () => {
+    const Strict = Schema.Struct({
+      a: Schema.Number,
+      tags: Schema.Record({ key: Schema.String, value: Schema.String }),
+    })
+    const fast = compile(Strict.ast, true, { onExcessProperty: "error" })
+    const strict = Schema.decodeUnknownEither(Strict, { onExcessProperty: "error" })
+    const valid = { a: 1, tags: { x: "y" } }
+    expect(same(fast(valid), Either.getOrThrow(strict(valid)))).toBe(true)
+    const hidden = Object.defineProperty({ a: 1, tags: {} }, "b", { value: 2, enumerable: false })
+    for (
+      const input of [
+        { ...valid, b: 2 },
+        { ...valid, [Symbol.for("s")]: 1 },
+        { a: 1, tags: { x: "y", [Symbol.for("s")]: "z" } },
+        hidden,
+      ]
+    ) {
+      expect(fast(input)).toBe(FAIL)
+      expect(Either.isLeft(strict(input))).toBe(true)
+    }
+    // Compiled as usual, excess keys are ignored, as the schema's default ignores them.
+    expect(same(compile(Strict.ast, true)({ ...valid, b: 2 }), Schema.decodeUnknownSync(Strict)({ ...valid, b: 2 })))
+      .toBe(true)
+  })
+
   it("the comparison can fail: a decoder that skips the class is caught (negative control)", () => {
     const input = { protocol_version: 1, workload_name: "w", capabilities: [] }
     const wrong = { protocolVersion: 1, workloadName: "w", capabilities: [] }

@@ -7,8 +7,10 @@
  * caller runs the schema itself, which then also words the error. So a
  * complaint is always the schema's, and the schema stays the one source of truth.
  *
- * It follows `ParseResult`'s default options: excess properties ignored,
- * missing keys read as `undefined`, the first error ends the walk.
+ * It follows `ParseResult`'s default options: excess properties ignored
+ * (or, compiled with `onExcessProperty: "error"`, any own key a struct does
+ * not declare is `FAIL`), missing keys read as `undefined`, the first error
+ * ends the walk.
  *
  * @internal
  */
@@ -52,6 +54,9 @@ const dropRightRefinement = (ast: AST.AST): AST.AST => AST.isRefinement(ast) ? d
 
 /** One schema's compilation; a memo per direction (an encoder checks refinements by decoding their type). */
 class Compiler {
+  /** `onExcessProperty: "error"`: a key a struct neither declares nor indexes sends the input to the schema. */
+  constructor(private readonly excessIsError: boolean) {}
+
   private readonly memos = { decode: new Map<AST.AST, Parser>(), encode: new Map<AST.AST, Parser>() }
 
   compile(ast: AST.AST, isDecoding: boolean): Parser {
@@ -235,9 +240,16 @@ class Compiler {
       key: this.compile(signature.parameter, isDecoding),
       parse: this.compile(signature.type, isDecoding),
     }))
+    const excessIsError = this.excessIsError
     return (input) => {
       if (typeof input !== "object" || input === null || Array.isArray(input)) return FAIL
       const record = input as Record<PropertyKey, unknown>
+      if (excessIsError) {
+        // As `ParseResult` lists them: every own key, symbols and non-enumerable ones included.
+        for (const key of Reflect.ownKeys(record)) {
+          if (!hasOwn(expected, key) && !indexes.some((index) => index.key(key) !== FAIL)) return FAIL
+        }
+      }
       const out: Record<PropertyKey, unknown> = {}
       for (const property of properties) {
         if (property.optional && !hasOwn(record, property.name)) continue
@@ -343,10 +355,14 @@ const keysOf = (parameter: AST.Parameter): (record: object) => ReadonlyArray<Pro
  *
  * @internal
  */
-export const compile = (ast: AST.AST, isDecoding: boolean): Parser => {
+export const compile = (
+  ast: AST.AST,
+  isDecoding: boolean,
+  options?: { readonly onExcessProperty?: "ignore" | "error" },
+): Parser => {
   let root: Parser
   try {
-    root = new Compiler().compile(ast, isDecoding)
+    root = new Compiler(options?.onExcessProperty === "error").compile(ast, isDecoding)
   } catch (error) {
     if (error instanceof Unsupported) return never
     throw error

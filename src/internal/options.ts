@@ -151,21 +151,10 @@ export type Decoded = Omit<typeof Options.Type, "workloadConfig" | "configVia" |
 const WHERE = "PythonWorker.layer"
 
 const schemaDecode = Schema.decodeUnknownEither(Options, { onExcessProperty: "error" })
-const fastDecode = compile(Options.ast, true)
-const knownKeys = new Set(Object.keys(Options.fields))
+const fastDecode = compile(Options.ast, true, { onExcessProperty: "error" })
 
-const hasSymbolKeys = (value: unknown): boolean =>
-  typeof value === "object" && value !== null && Object.getOwnPropertySymbols(value).length > 0
-
-/**
- * The schema's decoding, its compiled fast path first (~5x faster: this runs
- * before every spawn). The fast path ignores excess keys, so input with a key
- * the schema does not know, or a symbol key (at the top or in `env`, the one
- * nested record), goes to the schema, which refuses it.
- */
+/** The schema's decoding, its compiled fast path first (~3.5x faster: this runs before every spawn). */
 const decodeOptions = (input: object): Either.Either<typeof Options.Type, ParseResult.ParseError> => {
-  if (hasSymbolKeys(input) || hasSymbolKeys((input as { readonly env?: unknown }).env)) return schemaDecode(input)
-  for (const key of Object.keys(input)) if (!knownKeys.has(key)) return schemaDecode(input)
   const value = fastDecode(input)
   return value === FAIL ? schemaDecode(input) : Either.right(value as typeof Options.Type)
 }
