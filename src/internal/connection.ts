@@ -157,6 +157,19 @@ const textOf = (bytes: Uint8Array): string => {
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text
 }
 
+/** Each method's envelope text between the id and the params, made once for every connection. */
+const methodParts = new Map<string, string>()
+
+/** A request's envelope up to its params: `{"id":N,"method":"...","params":`. */
+const headOf = (id: number, method: string): string => {
+  let part = methodParts.get(method)
+  if (part === undefined) {
+    part = `,"method":${JSON.stringify(method)},"params":`
+    methodParts.set(method, part)
+  }
+  return `{"id":${id}${part}`
+}
+
 /** Where a call is: waiting for the wire, written, or over. */
 type Phase = "queued" | "sent" | "done"
 
@@ -281,20 +294,29 @@ class Call<A, E> implements Pending {
     this.complete(error instanceof Lost ? this.lost(error) : Effect.fail(error))
   }
 
-  granted(): boolean {
+  /**
+   * Why the call cannot be written now, as its outcome: the connection
+   * closed, or its deadline passed (writing with no time left would only make
+   * the worker's state untrustworthy). `undefined` when it can.
+   */
+  unsendable(): Effect.Effect<A, CallError | E> | undefined {
     const { request, wire } = this
     const reason = wire.reason()
-    if (reason !== undefined) {
-      this.finish()
-      this.outcome(this.lost(new Lost({ reason, sent: false, method: request.method, id: null })))
-      return false
-    }
+    if (reason !== undefined) return this.lost(new Lost({ reason, sent: false, method: request.method, id: null }))
     if (request.deadline !== undefined && wire.clock.unsafeCurrentTimeMillis() >= request.deadline) {
+      return Effect.fail(this.queuedTimeout())
+    }
+    return undefined
+  }
+
+  granted(): boolean {
+    const refused = this.unsendable()
+    if (refused !== undefined) {
       this.finish()
-      this.outcome(Effect.fail(this.queuedTimeout()))
+      this.outcome(refused)
       return false
     }
-    wire.put(this)
+    this.wire.put(this)
     return true
   }
 
@@ -467,17 +489,6 @@ export const make = (options: {
       close(CloseReason.Ended({ truncated: undefined }))
     }
 
-    /** `{"id":` comes before, the params after: per method, made once. */
-    const methodParts = new Map<string, string>()
-    const headOf = (id: number, method: string) => {
-      let part = methodParts.get(method)
-      if (part === undefined) {
-        part = `,"method":${JSON.stringify(method)},"params":`
-        methodParts.set(method, part)
-      }
-      return `{"id":${id}${part}`
-    }
-
     const put = (call: Granted) => {
       const { request } = call
       const id = nextId++
@@ -520,16 +531,12 @@ export const make = (options: {
 
     /** Starts `call`: false when it is over at once (closed, or out of time before it could queue). */
     const register = <A, E>(call: Call<A, E>): boolean => {
-      const { method, deadline } = call.request
-      if (reason !== undefined) {
-        call.outcome(call.lost(new Lost({ reason, sent: false, method, id: null })))
+      const refused = call.unsendable()
+      if (refused !== undefined) {
+        call.outcome(refused)
         return false
       }
-      // Writing with no time left would only make the worker's state untrustworthy.
-      if (deadline !== undefined && clock.unsafeCurrentTimeMillis() >= deadline) {
-        call.outcome(Effect.fail(call.queuedTimeout()))
-        return false
-      }
+      const { deadline } = call.request
       waitingCalls++
       call.leave = lock.acquire(() => call.granted())
       if (call.phase === "done") return false
