@@ -16,9 +16,10 @@ export type FrameFault =
   | { readonly _tag: "FrameTooLarge"; readonly length: number; readonly maxFrameBytes: number }
   | { readonly _tag: "TruncatedFrame"; readonly expected: number; readonly received: number }
 
-const writeHeader = (frame: Buffer, bodyLength: number) => {
-  frame.writeUInt32BE(Math.floor(bodyLength / 0x1_0000_0000), 0)
-  frame.writeUInt32BE(bodyLength >>> 0, 4)
+/** The 8-byte big-endian length of a `bodyLength` body, at `offset`. */
+const writeHeader = (frame: Buffer, bodyLength: number, offset = 0) => {
+  frame.writeUInt32BE(Math.floor(bodyLength / 0x1_0000_0000), offset)
+  frame.writeUInt32BE(bodyLength >>> 0, offset + 4)
 }
 
 /** Frames of at most this many bytes (by the 3-bytes-per-unit bound) are cut from a shared slab. */
@@ -59,12 +60,7 @@ export const encodeRequestFrame = (head: string, params: string): Buffer => {
   const paramsEnd = headEnd + encoder.encodeInto(params, slabView.subarray(headEnd)).written
   slabView[paramsEnd] = 0x7d // "}"
   const end = paramsEnd + 1
-  const bodyLength = end - start - HEADER_BYTES
-  slabView.fill(0, start, start + 4)
-  slabView[start + 4] = bodyLength >>> 24
-  slabView[start + 5] = (bodyLength >>> 16) & 0xff
-  slabView[start + 6] = (bodyLength >>> 8) & 0xff
-  slabView[start + 7] = bodyLength & 0xff
+  writeHeader(slab, end - start - HEADER_BYTES, start)
   slabUsed = end
   return slab.subarray(start, end)
 }
