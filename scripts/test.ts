@@ -9,6 +9,11 @@ import process from "node:process"
 const python = process.env.TEST_PYTHON ?? (existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3")
 mkdirSync(".test-results", { recursive: true })
 
+/** The first lines of a failure message without the test runner's own frames, indented under its test's name. */
+const excerpt = (message: string) =>
+  message.split("\n").filter((line) => !/node_modules|ext:core|^\s*at new Promise/.test(line)).slice(0, 12)
+    .map((line) => `    ${line}`).join("\n")
+
 const run = async (command: string, args: Array<string>): Promise<{ code: number; output: string }> => {
   const child = new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).spawn()
   let output = ""
@@ -33,12 +38,24 @@ const vitest = await run(Deno.execPath(), [
   ...Deno.args,
 ])
 let ts = { passed: 0, failed: 0, skipped: 0 }
+// Named again at the very end: CI keeps only the tail of what a run prints.
+const tsFailures: Array<string> = []
 try {
   const report = JSON.parse(readFileSync(".test-results/vitest.json", "utf8"))
   ts = {
     passed: report.numPassedTests,
     failed: report.numFailedTests,
     skipped: report.numPendingTests + report.numTodoTests,
+  }
+  for (const file of report.testResults) {
+    const name = String(file.name).replace(`${Deno.cwd()}/`, "")
+    if (file.status === "failed" && file.assertionResults.length === 0) {
+      tsFailures.push(`${name}\n${excerpt(String(file.message))}`)
+    }
+    for (const test of file.assertionResults) {
+      if (test.status !== "failed") continue
+      tsFailures.push(`${name} > ${test.fullName}\n${excerpt(test.failureMessages.join("\n"))}`)
+    }
   }
 } catch {
   ts.failed = 1
@@ -52,6 +69,7 @@ const pyFailed = count("failures") + count("errors") + (unittest.code !== 0 && r
 const pySkipped = count("skipped")
 const py = { passed: ran - pyFailed - pySkipped, failed: pyFailed, skipped: pySkipped }
 
+if (tsFailures.length > 0) console.log(`\nfailed typescript tests:\n${tsFailures.join("\n")}`)
 console.log(`\ntypescript: ${ts.passed} passed, ${ts.failed} failed, ${ts.skipped} skipped`)
 console.log(`python: ${py.passed} passed, ${py.failed} failed, ${py.skipped} skipped`)
 const failed = ts.failed + py.failed
