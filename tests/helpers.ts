@@ -25,6 +25,13 @@ export const fixturesRoot: string = fileURLToPath(new URL("./fixtures/python", i
 
 const runtimeRoot = fileURLToPath(new URL("../python", import.meta.url))
 
+/**
+ * The bound, in ms, on a call that must fail "at once": over the stalls of a busy CI machine, under the
+ * restart delays and call timeouts (1 s and more) such a call would otherwise wait out. Whether it
+ * reached the wire, each test checks by the worker's own record.
+ */
+export const AT_ONCE_MS = 500
+
 /** Alive means signalable and not a zombie waiting for its reaper. */
 export const isAlive = (pid: number): boolean => {
   try {

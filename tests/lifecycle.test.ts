@@ -17,7 +17,16 @@ import { join } from "node:path"
 import process from "node:process"
 import { make, type PythonWorker } from "../src/PythonWorker.ts"
 import { capturingLogger } from "./fixtures/supervised.ts"
-import { awaitGone, echoBatch, faultWorker, fixturesRoot, isAlive, portIsClosed, testPython } from "./helpers.ts"
+import {
+  AT_ONCE_MS,
+  awaitGone,
+  echoBatch,
+  faultWorker,
+  fixturesRoot,
+  isAlive,
+  portIsClosed,
+  testPython,
+} from "./helpers.ts"
 
 const start = (options: PythonWorker.Options) => make(options).pipe(Effect.provide(NodeContext.layer))
 
@@ -79,7 +88,7 @@ describe("deadlines", () => {
       expect(closed).toMatchObject({ _tag: "WorkerClosedError", method: "hello" })
       expect(closed._tag === "WorkerClosedError" && closed.cause?._tag).toBe("RpcTimeoutError")
       expect(closed.message).toContain("timed out after 200 ms")
-      expect(after.millis).toBeLessThan(50)
+      expect(after.millis).toBeLessThan(AT_ONCE_MS)
     })).pipe(Effect.ensuring(worker.cleanup))
   })
 
@@ -160,7 +169,7 @@ describe("death detection", () => {
       expect(after.millis).toBeLessThan(1_500)
       const again = yield* timed(service.hello())
       expect(failure(again.exit)).toMatchObject({ _tag: "WorkerExitedError", signal: "SIGKILL" })
-      expect(again.millis).toBeLessThan(50)
+      expect(again.millis).toBeLessThan(AT_ONCE_MS)
     })).pipe(Effect.ensuring(worker.cleanup))
   })
 })

@@ -17,7 +17,7 @@ import * as Stream from "effect/Stream"
 import process from "node:process"
 import type { PythonWorker } from "../src/PythonWorker.ts"
 import { PythonWorkerPool } from "../src/PythonWorkerPool.ts"
-import { awaitGone, expectTagged, faultWorker, tempDir } from "./helpers.ts"
+import { AT_ONCE_MS, awaitGone, expectTagged, faultWorker, tempDir } from "./helpers.ts"
 import {
   attempts,
   awaitAllGone,
@@ -244,7 +244,7 @@ describe("PythonWorkerPool", () => {
         const error = failure(wrong.exit)
         expectTagged(error, "InvalidArgumentError", { where: "train_window" })
         expect(error.message).toContain("belongs to another worker of the pool")
-        expect(wrong.millis).toBeLessThan(50)
+        expect(wrong.millis).toBeLessThan(AT_ONCE_MS)
         // Nothing went to worker 0: model m1 there trained once, on worker 1.
         expect(yield* one.trainWindow(m1, batch({}))).toMatchObject({ windows: 2 })
 
