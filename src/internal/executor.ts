@@ -1,0 +1,220 @@
+/**
+ * The `CommandExecutor` that `layer` provides: Node's, except that a plain
+ * command (no shell, cwd, uid or gid; stdio given by name) is started here,
+ * under Deno, without a fork.
+ *
+ * Node's executor starts every child `detached`, leading a session of its
+ * own, so that its process group can be signalled. Deno makes that session
+ * between a fork and the exec: the fork maps the client's whole memory again,
+ * with the event loop stopped, ~1 ms for a small client and ~24 ms for one
+ * holding 500 MB. Here the child is `setsid(1)`, which Deno starts with
+ * posix_spawn (~0.7 ms, whatever the client holds); it makes the session and
+ * execs the command in place: the same pid, leading its own session and
+ * process group, as Node's executor would give.
+ *
+ * @internal
+ */
+import * as Command from "@effect/platform/Command"
+import * as CommandExecutor from "@effect/platform/CommandExecutor"
+import { type PlatformError, SystemError } from "@effect/platform/Error"
+import * as NodeSink from "@effect/platform-node/NodeSink"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Inspectable from "effect/Inspectable"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import * as ChildProcess from "node:child_process"
+import { accessSync, constants, statSync } from "node:fs"
+import process from "node:process"
+
+/** Where `setsid(1)` lives (util-linux, busybox), or `undefined`. */
+const setsidPath = (): string | undefined => ["/usr/bin/setsid", "/bin/setsid"].find(isExecutableFile)
+
+const isExecutableFile = (path: string): boolean => {
+  try {
+    accessSync(path, constants.X_OK)
+    return statSync(path).isFile()
+  } catch {
+    return false
+  }
+}
+
+interface DenoPermissions {
+  readonly permissions: { readonly querySync: (descriptor: { readonly name: "run" }) => { readonly state: string } }
+}
+
+/**
+ * Only under Deno, where the fork is what costs, and only with all of
+ * `--allow-run` (which signalling a process group needs anyway): else Deno's
+ * refusal must name the worker's own executable, as Node's executor makes it.
+ */
+const runsUnderDenoWithRun = (): boolean => {
+  const deno = (globalThis as { readonly Deno?: DenoPermissions }).Deno
+  try {
+    return deno !== undefined && deno.permissions.querySync({ name: "run" }).state === "granted"
+  } catch {
+    return false
+  }
+}
+
+/** What `start` spawns: stdio given by name (a string), the rest left to Node's defaults. */
+type Plain = Command.StandardCommand & {
+  readonly stdin: Extract<Command.Command.Input, string>
+  readonly stdout: Extract<Command.Command.Output, string>
+  readonly stderr: Extract<Command.Command.Output, string>
+}
+
+const isPlain = (command: Command.Command): command is Plain =>
+  command._tag === "StandardCommand" && command.shell === false && Option.isNone(command.cwd) &&
+  Option.isNone(command.uid) && Option.isNone(command.gid) && typeof command.stdin === "string" &&
+  typeof command.stdout === "string" && typeof command.stderr === "string"
+
+const spawnError = (command: Plain, reason: SystemError["reason"], description: string, cause?: unknown) =>
+  new SystemError({
+    reason,
+    module: "Command",
+    method: "spawn",
+    pathOrDescriptor: [command.command, ...command.args].join(" "),
+    syscall: "spawn",
+    description,
+    cause,
+  })
+
+const errnoReason = (code: unknown): SystemError["reason"] =>
+  code === "ENOENT" ? "NotFound" : code === "EACCES" ? "PermissionDenied" : "Unknown"
+
+/**
+ * The executable `setsid` is to exec, found as execvp would find it (on the
+ * child's PATH): `setsid` itself would only say it failed, with exit code 1,
+ * where a spawn error names what is missing.
+ */
+const resolve = (command: Plain, path: string | undefined): Effect.Effect<string, PlatformError> =>
+  Effect.suspend(() => {
+    const name = command.command
+    if (name.includes("/")) {
+      if (isExecutableFile(name)) return Effect.succeed(name)
+      const missing = (() => {
+        try {
+          statSync(name)
+          return false
+        } catch {
+          return true
+        }
+      })()
+      return Effect.fail(
+        missing
+          ? spawnError(command, "NotFound", `spawn ${name} ENOENT`)
+          : spawnError(command, "PermissionDenied", `spawn ${name} EACCES`),
+      )
+    }
+    for (const dir of (path ?? "").split(":")) {
+      const candidate = `${dir === "" ? "." : dir}/${name}`
+      if (isExecutableFile(candidate)) return Effect.succeed(candidate)
+    }
+    return Effect.fail(spawnError(command, "NotFound", `spawn ${name} ENOENT`))
+  })
+
+const ProcessProto = {
+  [CommandExecutor.ProcessTypeId]: CommandExecutor.ProcessTypeId,
+  ...Inspectable.BaseProto,
+  toJSON(this: CommandExecutor.Process) {
+    return { _id: "@effect/platform/CommandExecutor/Process", pid: this.pid }
+  },
+}
+
+const start = (setsid: string, command: Plain): Effect.Effect<CommandExecutor.Process, PlatformError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const env: Record<string, string | undefined> = command.extendEnv
+      ? { ...process.env, ...Object.fromEntries(command.env) }
+      : Object.fromEntries(command.env)
+    const executable = yield* resolve(command, env.PATH)
+    const exited = yield* Deferred.make<readonly [number | null, NodeJS.Signals | null]>()
+    const handle = yield* Effect.async<ChildProcess.ChildProcess, PlatformError>((resume) => {
+      const handle: ChildProcess.ChildProcess = ChildProcess.spawn(setsid, [executable, ...command.args], {
+        stdio: [command.stdin, command.stdout, command.stderr],
+        env,
+      })
+      handle.on(
+        "error",
+        (error: NodeJS.ErrnoException) =>
+          resume(Effect.fail(spawnError(command, errnoReason(error.code), error.message, error))),
+      )
+      handle.on("exit", (code, signal) => Deferred.unsafeDone(exited, Effect.succeed([code, signal] as const)))
+      handle.on("spawn", () => resume(Effect.succeed(handle)))
+    })
+    const pid = handle.pid!
+    const signal = (name: NodeJS.Signals) =>
+      Effect.flatMap(Deferred.isDone(exited), (done) => {
+        // Once reaped, the pid may be another process's.
+        if (done) return Effect.void
+        for (const target of [-pid, pid]) {
+          try {
+            process.kill(target, name)
+            return Effect.void
+          } catch {
+            // ESRCH for the group: setsid has not made it yet.
+          }
+        }
+        return Effect.fail(spawnError(command, "Unknown", `cannot send ${name} to pid ${pid}`))
+      })
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(
+        Deferred.isDone(exited),
+        (done) => done ? Effect.void : signal("SIGTERM").pipe(Effect.zipRight(Deferred.await(exited)), Effect.ignore),
+      )
+    )
+    const outputError = (stream: string) => (cause: unknown) =>
+      new SystemError({
+        reason: "Unknown",
+        module: "Command",
+        method: `fromReadable(${stream})`,
+        description: String(cause),
+        cause,
+      })
+    return Object.assign(Object.create(ProcessProto), {
+      pid: CommandExecutor.ProcessId(pid),
+      exitCode: Effect.flatMap(
+        Deferred.await(exited),
+        ([code, signal]) =>
+          code !== null
+            ? Effect.succeed(CommandExecutor.ExitCode(code))
+            // Node's executor words it so; `process.ts` reads the signal's name from it.
+            : Effect.fail(spawnError(command, "Unknown", `Process interrupted due to receipt of signal: ${signal}`)),
+      ),
+      isRunning: Effect.negate(Deferred.isDone(exited)),
+      kill: (name: NodeJS.Signals = "SIGTERM") => Effect.zipRight(signal(name), Effect.asVoid(Deferred.await(exited))),
+      stdin: handle.stdin === null
+        ? Sink.drain
+        : NodeSink.fromWritable(() => handle.stdin!, (cause) =>
+          new SystemError({
+            reason: "Unknown",
+            module: "Command",
+            method: "toWritable",
+            description: String(cause),
+            cause,
+          })),
+      stdout: handle.stdout === null
+        ? Stream.empty
+        : NodeStream.fromReadable(() => handle.stdout!, outputError("stdout")),
+      stderr: handle.stderr === null
+        ? Stream.empty
+        : NodeStream.fromReadable(() => handle.stderr!, outputError("stderr")),
+    }) as CommandExecutor.Process
+  })
+
+/**
+ * `fallback` for what it alone can start (a shell, a cwd, streamed stdio) or
+ * where there is no `setsid(1)` or not Deno; the plain case through `setsid`.
+ *
+ * @internal
+ */
+export const make = (fallback: CommandExecutor.CommandExecutor): CommandExecutor.CommandExecutor => {
+  const setsid = setsidPath()
+  if (setsid === undefined) return fallback
+  return CommandExecutor.makeExecutor((command) =>
+    isPlain(command) && runsUnderDenoWithRun() ? start(setsid, command) : fallback.start(command)
+  )
+}

@@ -1,0 +1,124 @@
+/**
+ * The `CommandExecutor` that `layer` provides (`src/internal/executor.ts`):
+ * plain commands through `setsid(1)`, each leading a session of its own under
+ * its own pid, as Node's executor gives them; the rest by Node's executor.
+ */
+import * as Command from "@effect/platform/Command"
+import * as CommandExecutor from "@effect/platform/CommandExecutor"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { chmodSync, readFileSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import process from "node:process"
+import * as Executor from "../src/internal/executor.ts"
+import { awaitGone, isAlive, streamText, tempDir, testPython } from "./helpers.ts"
+
+const executor = Effect.map(CommandExecutor.CommandExecutor, Executor.make).pipe(Effect.provide(NodeContext.layer))
+
+/** `state ppid pgrp session` of a live process. */
+const statOf = (pid: number) => {
+  const [state, ppid, pgrp, session] = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+  return { state, ppid: Number(ppid), pgrp: Number(pgrp), session: Number(session) }
+}
+
+const python = (code: string) => Command.make(testPython, "-c", code)
+
+describe("the executor layer provides", () => {
+  it.scopedLive("starts a plain command leading its own session and group, as itself: no launcher between", () =>
+    Effect.gen(function* () {
+      const exec = yield* executor
+      const proc = yield* exec.start(
+        python("import sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()").pipe(
+          Command.stdin("pipe"),
+        ),
+      )
+      const lines = yield* proc.stdout.pipe(Stream.decodeText(), Stream.splitLines, Stream.take(1), Stream.runCollect)
+      expect([...lines]).toEqual(["ready"])
+      expect(statOf(proc.pid)).toMatchObject({ ppid: process.pid, pgrp: proc.pid, session: proc.pid })
+      expect(readFileSync(`/proc/${proc.pid}/cmdline`, "utf8").split("\0")[0]).toBe(testPython)
+      yield* proc.kill("SIGKILL")
+    }))
+
+  it.scopedLive("reports the exit code, output on both streams, and a death by signal by its name", () =>
+    Effect.gen(function* () {
+      const exec = yield* executor
+      const proc = yield* exec.start(
+        python("import sys; print('out'); print('err', file=sys.stderr); sys.exit(7)").pipe(
+          Command.stdout("pipe"),
+          Command.stderr("pipe"),
+        ),
+      )
+      const [out, err, code] = yield* Effect.all([streamText(proc.stdout), streamText(proc.stderr), proc.exitCode], {
+        concurrency: "unbounded",
+      })
+      expect({ out, err, code }).toEqual({ out: "out\n", err: "err\n", code: 7 })
+      expect(yield* proc.isRunning).toBe(false)
+
+      const killed = yield* exec.start(python("import time; time.sleep(60)"))
+      process.kill(killed.pid, "SIGKILL")
+      const failed = yield* Effect.flip(killed.exitCode)
+      expect(failed.message).toContain("SIGKILL")
+    }))
+
+  it.scopedLive("finds the executable on the child's PATH; a missing or unrunnable one is the spawn's error", () =>
+    Effect.gen(function* () {
+      const exec = yield* executor
+      const dir = yield* tempDir
+      const tool = join(dir, "burn-p2p-executor-test-tool")
+      writeFileSync(tool, "#!/bin/sh\necho found \"$@\"\n")
+      chmodSync(tool, 0o755)
+      const found = yield* exec.string(
+        Command.make("burn-p2p-executor-test-tool", "it").pipe(Command.env({ PATH: `/nowhere:${dir}` })),
+      )
+      expect(found).toBe("found it\n")
+
+      const notRunnable = join(dir, "plain-file")
+      writeFileSync(notRunnable, "")
+      const errors = yield* Effect.forEach(
+        [Command.make("burn-p2p-no-such-tool"), Command.make(join(dir, "missing")), Command.make(notRunnable)],
+        (command) => Effect.flip(exec.start(command)),
+      )
+      expect(errors.map((error) => error._tag === "SystemError" && [error.reason, error.method])).toEqual([
+        ["NotFound", "spawn"],
+        ["NotFound", "spawn"],
+        ["PermissionDenied", "spawn"],
+      ])
+    }))
+
+  it.live("the scope's close stops a child still running, and its process group with it", () =>
+    Effect.gen(function* () {
+      const exec = yield* executor
+      const scope = yield* Scope.make()
+      // The child starts a grandchild in its group, then both sleep.
+      const proc = yield* exec.start(
+        python(
+          "import subprocess, sys, time\n" +
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n" +
+            "print(p.pid, flush=True); time.sleep(60)",
+        ),
+      ).pipe(Scope.extend(scope))
+      const grandchild = Number(yield* proc.stdout.pipe(
+        Stream.decodeText(),
+        Stream.splitLines,
+        Stream.take(1),
+        Stream.runCollect,
+        Effect.map((lines) => [...lines][0]),
+      ))
+      expect(statOf(grandchild).pgrp).toBe(proc.pid)
+      yield* Scope.close(scope, Exit.void)
+      expect(isAlive(proc.pid)).toBe(false)
+      yield* awaitGone([grandchild])
+    }))
+
+  it.scopedLive("hands what it does not start itself (here a cwd) to Node's executor", () =>
+    Effect.gen(function* () {
+      const exec = yield* executor
+      const dir = yield* tempDir
+      const cwd = yield* exec.string(python("import os; print(os.getcwd())").pipe(Command.workingDirectory(dir)))
+      expect(cwd.trim()).toBe(dir)
+    }))
+})
