@@ -14,7 +14,7 @@
  *
  * @internal
  */
-import * as Command from "@effect/platform/Command"
+import type * as Command from "@effect/platform/Command"
 import * as CommandExecutor from "@effect/platform/CommandExecutor"
 import { type PlatformError, SystemError } from "@effect/platform/Error"
 import * as NodeSink from "@effect/platform-node/NodeSink"
