@@ -69,7 +69,7 @@ describe("the executor layer provides", () => {
       const exec = yield* executor
       const dir = yield* tempDir
       const tool = join(dir, "burn-p2p-executor-test-tool")
-      writeFileSync(tool, "#!/bin/sh\necho found \"$@\"\n")
+      writeFileSync(tool, '#!/bin/sh\necho found "$@"\n')
       chmodSync(tool, 0o755)
       const found = yield* exec.string(
         Command.make("burn-p2p-executor-test-tool", "it").pipe(Command.env({ PATH: `/nowhere:${dir}` })),
@@ -101,13 +101,15 @@ describe("the executor layer provides", () => {
             "print(p.pid, flush=True); time.sleep(60)",
         ),
       ).pipe(Scope.extend(scope))
-      const grandchild = Number(yield* proc.stdout.pipe(
-        Stream.decodeText(),
-        Stream.splitLines,
-        Stream.take(1),
-        Stream.runCollect,
-        Effect.map((lines) => [...lines][0]),
-      ))
+      const grandchild = Number(
+        yield* proc.stdout.pipe(
+          Stream.decodeText(),
+          Stream.splitLines,
+          Stream.take(1),
+          Stream.runCollect,
+          Effect.map((lines) => [...lines][0]),
+        ),
+      )
       expect(statOf(grandchild).pgrp).toBe(proc.pid)
       yield* Scope.close(scope, Exit.void)
       expect(isAlive(proc.pid)).toBe(false)
