@@ -42,19 +42,20 @@ const isExecutableFile = (path: string): boolean => {
   }
 }
 
-interface DenoPermissions {
+/** What this module uses of the `Deno` global, which Node has not. */
+interface DenoGlobal {
   readonly permissions: { readonly querySync: (descriptor: { readonly name: "run" }) => { readonly state: string } }
+  readonly env: { readonly toObject: () => Record<string, string> }
 }
 
 /**
- * Only under Deno, where the fork is what costs, and only with all of
- * `--allow-run` (which signalling a process group needs anyway): else Deno's
- * refusal must name the worker's own executable, as Node's executor makes it.
+ * Only with all of `--allow-run` (which signalling a process group needs
+ * anyway): else Deno's refusal must name the worker's own executable, as
+ * Node's executor makes it.
  */
-const runsUnderDenoWithRun = (): boolean => {
-  const deno = (globalThis as { readonly Deno?: DenoPermissions }).Deno
+const mayRunAnything = (deno: DenoGlobal): boolean => {
   try {
-    return deno !== undefined && deno.permissions.querySync({ name: "run" }).state === "granted"
+    return deno.permissions.querySync({ name: "run" }).state === "granted"
   } catch {
     return false
   }
@@ -117,6 +118,9 @@ const resolve = (command: Plain, path: string | undefined): Effect.Effect<string
     return Effect.fail(spawnError(command, "NotFound", `spawn ${name} ENOENT`))
   })
 
+const ioError = (method: string) => (cause: unknown) =>
+  new SystemError({ reason: "Unknown", module: "Command", method, description: String(cause), cause })
+
 const ProcessProto = {
   [CommandExecutor.ProcessTypeId]: CommandExecutor.ProcessTypeId,
   ...Inspectable.BaseProto,
@@ -125,10 +129,15 @@ const ProcessProto = {
   },
 }
 
-const start = (setsid: string, command: Plain): Effect.Effect<CommandExecutor.Process, PlatformError, Scope.Scope> =>
+const start = (
+  setsid: string,
+  deno: DenoGlobal,
+  command: Plain,
+): Effect.Effect<CommandExecutor.Process, PlatformError, Scope.Scope> =>
   Effect.gen(function* () {
     const env: Record<string, string | undefined> = command.extendEnv
-      ? { ...process.env, ...Object.fromEntries(command.env) }
+      // Deno's own copy: a fifth of the cost of spreading `process.env`, a proxy over it.
+      ? { ...deno.env.toObject(), ...Object.fromEntries(command.env) }
       : Object.fromEntries(command.env)
     const executable = yield* resolve(command, env.PATH)
     const exited = yield* Deferred.make<readonly [number | null, NodeJS.Signals | null]>()
@@ -166,14 +175,6 @@ const start = (setsid: string, command: Plain): Effect.Effect<CommandExecutor.Pr
         (done) => done ? Effect.void : signal("SIGTERM").pipe(Effect.zipRight(Deferred.await(exited)), Effect.ignore),
       )
     )
-    const outputError = (stream: string) => (cause: unknown) =>
-      new SystemError({
-        reason: "Unknown",
-        module: "Command",
-        method: `fromReadable(${stream})`,
-        description: String(cause),
-        cause,
-      })
     return Object.assign(Object.create(ProcessProto), {
       pid: CommandExecutor.ProcessId(pid),
       exitCode: Effect.flatMap(
@@ -186,35 +187,28 @@ const start = (setsid: string, command: Plain): Effect.Effect<CommandExecutor.Pr
       ),
       isRunning: Effect.negate(Deferred.isDone(exited)),
       kill: (name: NodeJS.Signals = "SIGTERM") => Effect.zipRight(signal(name), Effect.asVoid(Deferred.await(exited))),
-      stdin: handle.stdin === null
-        ? Sink.drain
-        : NodeSink.fromWritable(() => handle.stdin!, (cause) =>
-          new SystemError({
-            reason: "Unknown",
-            module: "Command",
-            method: "toWritable",
-            description: String(cause),
-            cause,
-          })),
+      stdin: handle.stdin === null ? Sink.drain : NodeSink.fromWritable(() => handle.stdin!, ioError("toWritable")),
       stdout: handle.stdout === null
         ? Stream.empty
-        : NodeStream.fromReadable(() => handle.stdout!, outputError("stdout")),
+        : NodeStream.fromReadable(() => handle.stdout!, ioError("fromReadable(stdout)")),
       stderr: handle.stderr === null
         ? Stream.empty
-        : NodeStream.fromReadable(() => handle.stderr!, outputError("stderr")),
+        : NodeStream.fromReadable(() => handle.stderr!, ioError("fromReadable(stderr)")),
     }) as CommandExecutor.Process
   })
 
 /**
- * `fallback` for what it alone can start (a shell, a cwd, streamed stdio) or
- * where there is no `setsid(1)` or not Deno; the plain case through `setsid`.
+ * `fallback` for what it alone can start (a shell, a cwd, streamed stdio),
+ * and for everything outside Deno (the fork is Deno's) or without `setsid(1)`;
+ * the plain case through `setsid`.
  *
  * @internal
  */
 export const make = (fallback: CommandExecutor.CommandExecutor): CommandExecutor.CommandExecutor => {
+  const deno = (globalThis as { readonly Deno?: DenoGlobal }).Deno
   const setsid = setsidPath()
-  if (setsid === undefined) return fallback
+  if (deno === undefined || setsid === undefined) return fallback
   return CommandExecutor.makeExecutor((command) =>
-    isPlain(command) && runsUnderDenoWithRun() ? start(setsid, command) : fallback.start(command)
+    isPlain(command) && mayRunAnything(deno) ? start(setsid, deno, command) : fallback.start(command)
   )
 }
