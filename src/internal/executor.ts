@@ -29,6 +29,7 @@ import * as Stream from "effect/Stream"
 import * as ChildProcess from "node:child_process"
 import { accessSync, constants, statSync } from "node:fs"
 import process from "node:process"
+import type { Readable } from "node:stream"
 
 /** Where `setsid(1)` lives (util-linux, busybox), or `undefined`. */
 const setsidPath = (): string | undefined => ["/usr/bin/setsid", "/bin/setsid"].find(isExecutableFile)
@@ -118,6 +119,20 @@ const resolve = (command: Plain, path: string | undefined): Effect.Effect<string
     return Effect.fail(spawnError(command, "NotFound", `spawn ${name} ENOENT`))
   })
 
+/**
+ * The child's output pipes, on the processes `start` makes: `process.ts`
+ * drains them through their own events, where nobody logs what they carry.
+ * A drain through a `Stream` allocates ~350 KB per pipe and process.
+ *
+ * @internal
+ */
+export const OutputPipes: unique symbol = Symbol.for("burn-p2p/executor/OutputPipes")
+
+/** The pipe `name` of `proc`, when this executor started it with one. @internal */
+export const outputPipe = (proc: CommandExecutor.Process, name: "stdout" | "stderr"): Readable | undefined =>
+  (proc as { readonly [OutputPipes]?: Record<"stdout" | "stderr", Readable | null> })[OutputPipes]?.[name] ??
+    undefined
+
 const ioError = (method: string) => (cause: unknown) =>
   new SystemError({ reason: "Unknown", module: "Command", method, description: String(cause), cause })
 
@@ -176,6 +191,7 @@ const start = (
       )
     )
     return Object.assign(Object.create(ProcessProto), {
+      [OutputPipes]: { stdout: handle.stdout, stderr: handle.stderr },
       pid: CommandExecutor.ProcessId(pid),
       exitCode: Effect.flatMap(
         Deferred.await(exited),

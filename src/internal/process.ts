@@ -25,6 +25,8 @@ import * as Stream from "effect/Stream"
 import process from "node:process"
 import { WorkerSpawnError } from "../WorkerError.ts"
 import type { ExitStatus } from "./exitStatus.ts"
+import type { Readable } from "node:stream"
+import { outputPipe } from "./executor.ts"
 import { type LineEnd, LineSplitter, LineTail, MAX_LINE_BYTES } from "./output.ts"
 import { permissionFlag } from "./permission.ts"
 
@@ -100,16 +102,14 @@ const spawnError = (executable: string, args: ReadonlyArray<string>) => (error: 
  * Drains one output stream into the logger at debug level (when debug logs
  * are on) and into `tail` when given. Never fails: a broken pipe just ends it.
  */
-const drain = (
-  stream: Stream.Stream<Uint8Array, PlatformError>,
-  name: "stdout" | "stderr",
-  tail: LineTail | undefined,
-) =>
+const drain = (proc: CommandExecutor.Process, name: "stdout" | "stderr", tail: LineTail | undefined) =>
   Effect.gen(function* () {
     const logging = LogLevel.greaterThanEqual(LogLevel.Debug, yield* FiberRef.get(FiberRef.currentMinimumLogLevel))
+    const pipe = logging ? undefined : outputPipe(proc, name)
+    if (pipe !== undefined) return yield* drainPipe(pipe, tail)
     if (!logging && tail === undefined) {
       // Nobody reads these lines: drained, not split.
-      return yield* stream.pipe(Stream.runDrain, Effect.ignore)
+      return yield* proc[name].pipe(Stream.runDrain, Effect.ignore)
     }
     let lines: Array<string> = []
     const splitter = new LineSplitter(
@@ -126,13 +126,41 @@ const drain = (
       lines = []
       return Effect.forEach(batch, (line) => Effect.logDebug(line), { discard: true })
     })
-    yield* stream.pipe(
+    yield* proc[name].pipe(
       Stream.runForEach((chunk) => Effect.zipRight(Effect.sync(() => splitter.push(chunk)), logLines)),
       Effect.ignore,
     )
     splitter.end()
     yield* logLines
   }).pipe(Effect.annotateLogs("stream", name))
+
+/** `drain` without a `Stream`, by the pipe's own events: into `tail` when given, else nowhere. */
+const drainPipe = (pipe: Readable, tail: LineTail | undefined) =>
+  Effect.async<void>((resume) => {
+    const splitter = tail &&
+      new LineSplitter((line: string, end: LineEnd) => tail.push(line, end), MAX_LINE_BYTES, true)
+    const onData = (chunk: Uint8Array) => splitter?.push(chunk)
+    const detach = () => {
+      pipe.off("data", onData)
+      pipe.off("end", done)
+      pipe.off("error", done)
+      pipe.off("close", done)
+    }
+    function done() {
+      detach()
+      splitter?.end()
+      resume(Effect.void)
+    }
+    if (pipe.destroyed || pipe.readableEnded) return done()
+    pipe.on("data", onData)
+    pipe.once("end", done)
+    pipe.once("error", done)
+    pipe.once("close", done)
+    return Effect.sync(() => {
+      detach()
+      pipe.destroy()
+    })
+  })
 
 /** @internal */
 export const spawn = (
@@ -158,10 +186,10 @@ export const spawn = (
 
     const tail = new LineTail(options.stderrTailBytes)
     const stderrDone = yield* Effect.forkScoped(
-      drain(proc.stderr, "stderr", tail).pipe(Effect.annotateLogs("pid", pid)),
+      drain(proc, "stderr", tail).pipe(Effect.annotateLogs("pid", pid)),
     )
     const stdoutDone = yield* Effect.forkScoped(
-      drain(proc.stdout, "stdout", undefined).pipe(Effect.annotateLogs("pid", pid)),
+      drain(proc, "stdout", undefined).pipe(Effect.annotateLogs("pid", pid)),
     )
 
     const exitDeferred = yield* Deferred.make<ExitStatus>()
