@@ -213,9 +213,19 @@ const layerSpawn = (python: string) =>
     return { elapsed, affinity: affinity(Context.get(context, PythonWorker).pid) }
   }))
 
+/** The same through `PythonWorker.make` on Node's executor (`NodeContext.layer`), which forks the client. */
+const makeSpawn = (python: string) =>
+  Effect.scoped(Effect.gen(function* () {
+    const started = performance.now()
+    const worker = yield* PythonWorker.make(layerOptionsOf(python)).pipe(Effect.provide(NodeContext.layer))
+    const elapsed = performance.now() - started
+    return { elapsed, affinity: affinity(worker.pid) }
+  }))
+
 /**
- * Ours, the bare client, and the bare client starting the worker as ours does
- * (own process group, connect token), in rotating order.
+ * Ours, the bare client, the bare client starting the worker as ours does
+ * (own process group, connect token), and ours through `make` on Node's
+ * executor, in rotating order.
  */
 const measureSpawn = (settings: Settings, spawnPython: string) =>
   Effect.gen(function* () {
@@ -223,6 +233,7 @@ const measureSpawn = (settings: Settings, spawnPython: string) =>
       () => layerSpawn(spawnPython),
       () => bareSpawnToHello(launchOf(spawnPython)),
       () => bareSpawnToHello({ ...launchOf(spawnPython), ourProcessSetup: true }),
+      () => makeSpawn(spawnPython),
     ]
     // One untimed round of each warms the page cache and Deno's lazy module paths.
     for (const run of clients) yield* run()
@@ -233,8 +244,8 @@ const measureSpawn = (settings: Settings, spawnPython: string) =>
         runs[which].push(yield* clients[which]())
       }
     }
-    const [ours, bare, bareOurSetup] = runs.map((series) => median(series.map((run) => run.elapsed)))
-    return { ours, bare, bareOurSetup, affinities: new Set(runs.flat().map((run) => run.affinity)) }
+    const [ours, bare, bareOurSetup, nodeExecutor] = runs.map((series) => median(series.map((run) => run.elapsed)))
+    return { ours, bare, bareOurSetup, nodeExecutor, affinities: new Set(runs.flat().map((run) => run.affinity)) }
   })
 
 // ---------------------------------------------------------------- 2. hello round trips
@@ -511,6 +522,12 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
       figure: `spawn -> ready hello vs bare starting it as ours does (own process group, connect token)`,
       ours: spawn.ours,
       baseline: spawn.bareOurSetup,
+      unit: ms,
+    })
+    Table.compare(section, {
+      figure: `spawn -> ready hello: layer vs make on NodeContext.layer (Node's executor forks the client)`,
+      ours: spawn.ours,
+      baseline: spawn.nodeExecutor,
       unit: ms,
     })
     const throughput = (millis: number) => large.frameBytes / 1e6 / (millis / 1000)

@@ -241,7 +241,9 @@ export declare namespace PythonWorker {
 /**
  * Starts a supervised worker and returns the service; the scope owns every
  * process it starts. Bring your own `CommandExecutor` (e.g.
- * `NodeContext.layer`), or use `layer`.
+ * `NodeContext.layer`), or use `layer`, whose executor starts Python without
+ * forking the client under Deno (Node's forks it, ~1 ms per start in a small
+ * client, ~24 ms in one holding 500 MB).
  *
  * @since 0.1.0
  * @category constructors
