@@ -27,7 +27,7 @@ import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as ChildProcess from "node:child_process"
-import { accessSync, constants, statSync } from "node:fs"
+import { accessSync, constants, existsSync, statSync } from "node:fs"
 import process from "node:process"
 import type { Readable } from "node:stream"
 
@@ -98,21 +98,14 @@ const resolve = (command: Plain, path: string | undefined): Effect.Effect<string
     const name = command.command
     if (name.includes("/")) {
       if (isExecutableFile(name)) return Effect.succeed(name)
-      const missing = (() => {
-        try {
-          statSync(name)
-          return false
-        } catch {
-          return true
-        }
-      })()
       return Effect.fail(
-        missing
-          ? spawnError(command, "NotFound", `spawn ${name} ENOENT`)
-          : spawnError(command, "PermissionDenied", `spawn ${name} EACCES`),
+        existsSync(name)
+          ? spawnError(command, "PermissionDenied", `spawn ${name} EACCES`)
+          : spawnError(command, "NotFound", `spawn ${name} ENOENT`),
       )
     }
-    for (const dir of (path ?? "").split(":")) {
+    // Without a PATH, execvp searches its default one.
+    for (const dir of (path ?? "/bin:/usr/bin").split(":")) {
       const candidate = `${dir === "" ? "." : dir}/${name}`
       if (isExecutableFile(candidate)) return Effect.succeed(candidate)
     }
