@@ -9,13 +9,15 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import { spawnSync } from "node:child_process"
 import { chmodSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import process from "node:process"
 import * as Executor from "../src/internal/executor.ts"
-import { awaitGone, isAlive, streamText, tempDir, testPython } from "./helpers.ts"
+import { awaitGone, childPids, fixturesRoot, isAlive, streamText, tempDir, testPython } from "./helpers.ts"
 
 const executor = Effect.map(CommandExecutor.CommandExecutor, Executor.make).pipe(Effect.provide(NodeContext.layer))
 
@@ -24,6 +26,8 @@ const statOf = (pid: number) => {
   const [state, ppid, pgrp, session] = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
   return { state, ppid: Number(ppid), pgrp: Number(pgrp), session: Number(session) }
 }
+
+const client = join(fixturesRoot, "..", "executor_client.ts")
 
 const python = (code: string) => Command.make(testPython, "-c", code)
 
@@ -36,11 +40,54 @@ describe("the executor layer provides", () => {
           Command.stdin("pipe"),
         ),
       )
+      // Started by this executor, not handed to Node's (which gives the same session, by a fork).
+      expect(Executor.outputPipe(proc, "stdout")).toBeDefined()
       const lines = yield* proc.stdout.pipe(Stream.decodeText(), Stream.splitLines, Stream.take(1), Stream.runCollect)
       expect([...lines]).toEqual(["ready"])
       expect(statOf(proc.pid)).toMatchObject({ ppid: process.pid, pgrp: proc.pid, session: proc.pid })
       expect(readFileSync(`/proc/${proc.pid}/cmdline`, "utf8").split("\0")[0]).toBe(testPython)
       yield* proc.kill("SIGKILL")
+    }))
+
+  it.live("a started child already leads its group: signalling the group at once reaches it", () =>
+    Effect.gen(function* () {
+      const exec = yield* executor
+      // setsid(1) runs before its setsid() call: a start that returned then would leave a window.
+      for (let i = 0; i < 30; i++) {
+        yield* Effect.scoped(Effect.gen(function* () {
+          const proc = yield* exec.start(Command.make("sleep", "60"))
+          expect(statOf(proc.pid).pgrp).toBe(proc.pid)
+          process.kill(-proc.pid, "SIGKILL")
+          expect((yield* Effect.flip(proc.exitCode)).message).toContain("SIGKILL")
+        }))
+      }
+    }))
+
+  it.live("an interrupted start still stops its child", () =>
+    Effect.gen(function* () {
+      const exec = yield* executor
+      const before = new Set(childPids())
+      for (let i = 0; i < 20; i++) {
+        const fiber = yield* Effect.fork(
+          Effect.scoped(Effect.zipRight(exec.start(Command.make("sleep", "60")), Effect.never)),
+        )
+        yield* Effect.yieldNow()
+        yield* Fiber.interrupt(fiber)
+      }
+      expect(childPids().filter((pid) => !before.has(pid) && isAlive(pid))).toEqual([])
+    }))
+
+  it.live("under --deny-run, a denied executable is refused, not started through setsid", () =>
+    Effect.sync(() => {
+      const run = (...flags: Array<string>) => {
+        const granted = ["--allow-read", "--allow-env", "--allow-sys", ...flags]
+        const result = spawnSync(process.execPath, ["run", ...granted, client, testPython, "-c", "pass"], {
+          encoding: "utf8",
+        })
+        return JSON.parse(result.stdout.trim().split("\n").at(-1) ?? "null")
+      }
+      expect(run("--allow-run")).toMatchObject({ pid: expect.any(Number), ours: true })
+      expect(run("--allow-run", `--deny-run=${testPython}`)).toMatchObject({ error: "SystemError" })
     }))
 
   it.scopedLive("reports the exit code, output on both streams, and a death by signal by its name", () =>

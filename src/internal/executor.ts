@@ -45,18 +45,21 @@ const isExecutableFile = (path: string): boolean => {
 
 /** What this module uses of the `Deno` global, which Node has not. */
 interface DenoGlobal {
-  readonly permissions: { readonly querySync: (descriptor: { readonly name: "run" }) => { readonly state: string } }
+  readonly permissions: {
+    readonly querySync: (descriptor: { readonly name: "run" }) => { readonly state: string; readonly partial?: boolean }
+  }
   readonly env: { readonly toObject: () => Record<string, string> }
 }
 
 /**
  * Only with all of `--allow-run` (which signalling a process group needs
- * anyway): else Deno's refusal must name the worker's own executable, as
- * Node's executor makes it.
+ * anyway) and no `--deny-run`: `setsid` would run what is denied. Else Deno's
+ * refusal must name the worker's own executable, as Node's executor makes it.
  */
 const mayRunAnything = (deno: DenoGlobal): boolean => {
   try {
-    return deno.permissions.querySync({ name: "run" }).state === "granted"
+    const status = deno.permissions.querySync({ name: "run" })
+    return status.state === "granted" && status.partial !== true
   } catch {
     return false
   }
@@ -90,8 +93,10 @@ const errnoReason = (code: unknown): SystemError["reason"] =>
 
 /**
  * The executable `setsid` is to exec, found as execvp would find it (on the
- * child's PATH): `setsid` itself would only say it failed, with exit code 1,
- * where a spawn error names what is missing.
+ * child's PATH): `setsid` itself would only say it failed, with an exit code,
+ * where a spawn error names what is missing. What only the exec can tell (a
+ * script whose interpreter is missing, a binary for another machine) still
+ * ends that way: an early exit, with `setsid`'s message on stderr.
  */
 const resolve = (command: Plain, path: string | undefined): Effect.Effect<string, PlatformError> =>
   Effect.suspend(() => {
@@ -104,12 +109,18 @@ const resolve = (command: Plain, path: string | undefined): Effect.Effect<string
           : spawnError(command, "NotFound", `spawn ${name} ENOENT`),
       )
     }
-    // Without a PATH, execvp searches its default one.
+    // Without a PATH, execvp searches its default one; a match it may not run makes EACCES of ENOENT.
+    let unrunnable = false
     for (const dir of (path ?? "/bin:/usr/bin").split(":")) {
       const candidate = `${dir === "" ? "." : dir}/${name}`
       if (isExecutableFile(candidate)) return Effect.succeed(candidate)
+      unrunnable ||= existsSync(candidate)
     }
-    return Effect.fail(spawnError(command, "NotFound", `spawn ${name} ENOENT`))
+    return Effect.fail(
+      unrunnable
+        ? spawnError(command, "PermissionDenied", `spawn ${name} EACCES`)
+        : spawnError(command, "NotFound", `spawn ${name} ENOENT`),
+    )
   })
 
 /**
@@ -137,6 +148,49 @@ const ProcessProto = {
   },
 }
 
+/**
+ * Spawns `setsid` and resumes once the child leads its process group (or has
+ * exited): `spawn` comes when `setsid` runs, before its `setsid()` call, and
+ * until then a signal to the group would find none, and the terminal's
+ * Ctrl-C would reach the child.
+ */
+const spawnLeader = (
+  setsid: string,
+  executable: string,
+  command: Plain,
+  env: Record<string, string | undefined>,
+  exited: Deferred.Deferred<readonly [number | null, NodeJS.Signals | null]>,
+) =>
+  Effect.async<ChildProcess.ChildProcess, PlatformError>((resume) => {
+    const handle: ChildProcess.ChildProcess = ChildProcess.spawn(setsid, [executable, ...command.args], {
+      stdio: [command.stdin, command.stdout, command.stderr],
+      env,
+    })
+    let gone = false
+    let polls = 0
+    const awaitGroup = () => {
+      if (!gone) {
+        try {
+          process.kill(-handle.pid!, 0)
+        } catch {
+          // Within a millisecond as a rule; a loaded machine gets a gentler poll.
+          return polls++ < 200 ? setImmediate(awaitGroup) : setTimeout(awaitGroup, 1)
+        }
+      }
+      resume(Effect.succeed(handle))
+    }
+    handle.on(
+      "error",
+      (error: NodeJS.ErrnoException) =>
+        resume(Effect.fail(spawnError(command, errnoReason(error.code), error.message, error))),
+    )
+    handle.on("exit", (code, signal) => {
+      gone = true
+      Deferred.unsafeDone(exited, Effect.succeed([code, signal] as const))
+    })
+    handle.on("spawn", awaitGroup)
+  })
+
 const start = (
   setsid: string,
   deno: DenoGlobal,
@@ -149,21 +203,7 @@ const start = (
       : Object.fromEntries(command.env)
     const executable = yield* resolve(command, env.PATH)
     const exited = yield* Deferred.make<readonly [number | null, NodeJS.Signals | null]>()
-    const handle = yield* Effect.async<ChildProcess.ChildProcess, PlatformError>((resume) => {
-      const handle: ChildProcess.ChildProcess = ChildProcess.spawn(setsid, [executable, ...command.args], {
-        stdio: [command.stdin, command.stdout, command.stderr],
-        env,
-      })
-      handle.on(
-        "error",
-        (error: NodeJS.ErrnoException) =>
-          resume(Effect.fail(spawnError(command, errnoReason(error.code), error.message, error))),
-      )
-      handle.on("exit", (code, signal) => Deferred.unsafeDone(exited, Effect.succeed([code, signal] as const)))
-      handle.on("spawn", () => resume(Effect.succeed(handle)))
-    })
-    const pid = handle.pid!
-    const signal = (name: NodeJS.Signals) =>
+    const signal = (pid: number, name: NodeJS.Signals) =>
       Effect.flatMap(Deferred.isDone(exited), (done) => {
         // Once reaped, the pid may be another process's.
         if (done) return Effect.void
@@ -172,17 +212,21 @@ const start = (
             process.kill(target, name)
             return Effect.void
           } catch {
-            // ESRCH for the group: setsid has not made it yet.
+            // ESRCH for the group: it is gone, its leader not yet reaped.
           }
         }
         return Effect.fail(spawnError(command, "Unknown", `cannot send ${name} to pid ${pid}`))
       })
-    yield* Effect.addFinalizer(() =>
-      Effect.flatMap(
-        Deferred.isDone(exited),
-        (done) => done ? Effect.void : signal("SIGTERM").pipe(Effect.zipRight(Deferred.await(exited)), Effect.ignore),
-      )
+    // Acquired uninterruptibly, as Node's executor does: an interrupted start still stops its child.
+    const handle = yield* Effect.acquireRelease(
+      spawnLeader(setsid, executable, command, env, exited),
+      (handle) =>
+        Effect.flatMap(Deferred.isDone(exited), (done) =>
+          done
+            ? Effect.void
+            : signal(handle.pid!, "SIGTERM").pipe(Effect.zipRight(Deferred.await(exited)), Effect.ignore)),
     )
+    const pid = handle.pid!
     return Object.assign(Object.create(ProcessProto), {
       [OutputPipes]: { stdout: handle.stdout, stderr: handle.stderr },
       pid: CommandExecutor.ProcessId(pid),
@@ -195,11 +239,14 @@ const start = (
             : Effect.fail(spawnError(command, "Unknown", `Process interrupted due to receipt of signal: ${signal}`)),
       ),
       isRunning: Effect.negate(Deferred.isDone(exited)),
-      kill: (name: NodeJS.Signals = "SIGTERM") => Effect.zipRight(signal(name), Effect.asVoid(Deferred.await(exited))),
-      stdin: handle.stdin === null ? Sink.drain : NodeSink.fromWritable(() => handle.stdin!, ioError("toWritable")),
+      kill: (name: NodeJS.Signals = "SIGTERM") =>
+        Effect.zipRight(signal(pid, name), Effect.asVoid(Deferred.await(exited))),
+      stdin: handle.stdin === null ? Sink.drain : NodeSink.fromWritable(() =>
+        handle.stdin!, ioError("toWritable")),
       stdout: handle.stdout === null
         ? Stream.empty
-        : NodeStream.fromReadable(() => handle.stdout!, ioError("fromReadable(stdout)")),
+        : NodeStream.fromReadable(() =>
+          handle.stdout!, ioError("fromReadable(stdout)")),
       stderr: handle.stderr === null
         ? Stream.empty
         : NodeStream.fromReadable(() => handle.stderr!, ioError("fromReadable(stderr)")),

@@ -134,6 +134,8 @@ const drain = (proc: CommandExecutor.Process, name: "stdout" | "stderr", tail: L
     yield* logLines
   }).pipe(Effect.annotateLogs("stream", name))
 
+const ignoreError = () => {}
+
 /** `drain` without a `Stream`, by the pipe's own events: into `tail` when given, else nowhere. */
 const drainPipe = (pipe: Readable, tail: LineTail | undefined) =>
   Effect.async<void>((resume) => {
@@ -152,6 +154,8 @@ const drainPipe = (pipe: Readable, tail: LineTail | undefined) =>
       resume(Effect.void)
     }
     if (pipe.destroyed || pipe.readableEnded) return done()
+    // Kept after `done`: an error a pipe emits later must not go unhandled.
+    pipe.on("error", ignoreError)
     pipe.on("data", onData)
     pipe.once("end", done)
     pipe.once("error", done)
