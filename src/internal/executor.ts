@@ -149,12 +149,12 @@ const ProcessProto = {
 }
 
 /**
- * Spawns `setsid` and resumes once the child leads its process group (or has
- * exited): `spawn` comes when `setsid` runs, before its `setsid()` call, and
- * until then a signal to the group would find none, and the terminal's
- * Ctrl-C would reach the child.
+ * Spawns `setsid`. `spawn` comes when `setsid` runs, before its `setsid()`
+ * call: for a moment a signal to the group finds none, so every signal falls
+ * back to the pid (here and in `process.ts`). Waiting instead would cost the
+ * start: on a shared core a poll holds the CPU the child needs (~2-3 ms).
  */
-const spawnLeader = (
+const spawnSession = (
   setsid: string,
   executable: string,
   command: Plain,
@@ -166,29 +166,13 @@ const spawnLeader = (
       stdio: [command.stdin, command.stdout, command.stderr],
       env,
     })
-    let gone = false
-    let polls = 0
-    const awaitGroup = () => {
-      if (!gone) {
-        try {
-          process.kill(-handle.pid!, 0)
-        } catch {
-          // Within a millisecond as a rule; a loaded machine gets a gentler poll.
-          return polls++ < 200 ? setImmediate(awaitGroup) : setTimeout(awaitGroup, 1)
-        }
-      }
-      resume(Effect.succeed(handle))
-    }
     handle.on(
       "error",
       (error: NodeJS.ErrnoException) =>
         resume(Effect.fail(spawnError(command, errnoReason(error.code), error.message, error))),
     )
-    handle.on("exit", (code, signal) => {
-      gone = true
-      Deferred.unsafeDone(exited, Effect.succeed([code, signal] as const))
-    })
-    handle.on("spawn", awaitGroup)
+    handle.on("exit", (code, signal) => Deferred.unsafeDone(exited, Effect.succeed([code, signal] as const)))
+    handle.on("spawn", () => resume(Effect.succeed(handle)))
   })
 
 const start = (
@@ -212,14 +196,14 @@ const start = (
             process.kill(target, name)
             return Effect.void
           } catch {
-            // ESRCH for the group: it is gone, its leader not yet reaped.
+            // ESRCH for the group: not made yet, or gone with its leader not yet reaped.
           }
         }
         return Effect.fail(spawnError(command, "Unknown", `cannot send ${name} to pid ${pid}`))
       })
     // Acquired uninterruptibly, as Node's executor does: an interrupted start still stops its child.
     const handle = yield* Effect.acquireRelease(
-      spawnLeader(setsid, executable, command, env, exited),
+      spawnSession(setsid, executable, command, env, exited),
       (handle) =>
         Effect.flatMap(Deferred.isDone(exited), (done) =>
           done

@@ -197,8 +197,12 @@ export const spawn = (
     )
 
     const exitDeferred = yield* Deferred.make<ExitStatus>()
+    let reaped = false
     yield* Effect.forkScoped(
-      Effect.flatMap(exitStatusOf(proc.exitCode), (status) => Deferred.succeed(exitDeferred, status)),
+      Effect.flatMap(exitStatusOf(proc.exitCode), (status) => {
+        reaped = true
+        return Deferred.succeed(exitDeferred, status)
+      }),
     )
     const exited = Deferred.await(exitDeferred)
 
@@ -206,7 +210,14 @@ export const spawn = (
       try {
         process.kill(-pid, signal)
       } catch {
-        // ESRCH: the group is already gone.
+        // ESRCH: the group is gone, or not made yet (`setsid(1)` makes it a moment after the start).
+        // The pid then, while it is still ours: once reaped, it may be another process's.
+        if (reaped) return
+        try {
+          process.kill(pid, signal)
+        } catch {
+          // Gone meanwhile.
+        }
       }
     }
 
