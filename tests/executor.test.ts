@@ -14,7 +14,7 @@ import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { spawnSync } from "node:child_process"
-import { chmodSync, readFileSync, writeFileSync } from "node:fs"
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import process from "node:process"
 import * as Executor from "../src/internal/executor.ts"
@@ -86,17 +86,25 @@ describe("the executor layer provides", () => {
       expect(childPids().filter((pid) => !before.has(pid) && isAlive(pid))).toEqual([])
     }))
 
-  it.live("under --deny-run, a denied executable is refused, not started through setsid", () =>
+  it.live("under narrowed permissions: a denied executable is refused; one it may not look up goes to Node's", () =>
     Effect.sync(() => {
       const run = (...flags: Array<string>) => {
-        const granted = ["--allow-read", "--allow-env", "--allow-sys", ...flags]
-        const result = spawnSync(process.execPath, ["run", ...granted, client, testPython, "-c", "pass"], {
+        const result = spawnSync(process.execPath, ["run", "--allow-env", ...flags, client, testPython, "-c", "pass"], {
           encoding: "utf8",
         })
         return JSON.parse(result.stdout.trim().split("\n").at(-1) ?? "null")
       }
-      expect(run("--allow-run")).toMatchObject({ pid: expect.any(Number), ours: true })
-      expect(run("--allow-run", `--deny-run=${testPython}`)).toMatchObject({ error: "SystemError" })
+      expect(run("--allow-run", "--allow-read", "--allow-sys")).toMatchObject({ pid: expect.any(Number), ours: true })
+      // setsid would run what Deno denies.
+      expect(run("--allow-run", `--deny-run=${testPython}`, "--allow-read", "--allow-sys")).toMatchObject({
+        error: "SystemError",
+      })
+      // Without read access (nor the uid for access(2)) nothing can be looked up: Node's executor starts it.
+      expect(run("--allow-run")).toMatchObject({ pid: expect.any(Number), ours: false })
+      expect(run("--allow-run", "--allow-read", "--allow-sys=uid")).toMatchObject({ ours: true })
+      // setsid in sight, the interpreter not.
+      const setsid = ["/usr/bin/setsid", "/bin/setsid"].find((path) => existsSync(path))
+      expect(run("--allow-run", `--allow-read=${setsid}`, "--allow-sys=uid")).toMatchObject({ ours: false })
     }))
 
   it.scopedLive("reports the exit code, output on both streams, and a death by signal by its name", () =>

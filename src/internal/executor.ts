@@ -27,21 +27,33 @@ import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as ChildProcess from "node:child_process"
-import { accessSync, constants, existsSync, statSync } from "node:fs"
+import { accessSync, constants, statSync } from "node:fs"
 import process from "node:process"
 import type { Readable } from "node:stream"
 
-/** Where `setsid(1)` lives (util-linux, busybox), or `undefined`. */
-const setsidPath = (): string | undefined => ["/usr/bin/setsid", "/bin/setsid"].find(isExecutableFile)
+/** What execve would make of a path. */
+type Probe = "runnable" | "unrunnable" | "missing"
 
-const isExecutableFile = (path: string): boolean => {
+/**
+ * `path` as execve would find it, or `undefined` where Deno's permissions
+ * keep us from looking (`--allow-read` and `--allow-sys=uid` for the path):
+ * then only Node's executor can start the command faithfully.
+ */
+const probe = (path: string): Probe | undefined => {
   try {
     accessSync(path, constants.X_OK)
-    return statSync(path).isFile()
-  } catch {
-    return false
+    // execve refuses a directory, even a searchable one.
+    return statSync(path).isFile() ? "runnable" : "unrunnable"
+  } catch (error) {
+    const { name, code } = error as { readonly name?: unknown; readonly code?: unknown }
+    if (name === "NotCapable") return undefined
+    return code === "ENOENT" || code === "ENOTDIR" ? "missing" : "unrunnable"
   }
 }
+
+/** Where `setsid(1)` lives (util-linux, busybox), or `undefined`. */
+const setsidPath = (): string | undefined =>
+  ["/usr/bin/setsid", "/bin/setsid"].find((path) => probe(path) === "runnable")
 
 /** What this module uses of the `Deno` global, which Node has not. */
 interface DenoGlobal {
@@ -93,34 +105,36 @@ const errnoReason = (code: unknown): SystemError["reason"] =>
 
 /**
  * The executable `setsid` is to exec, found as execvp would find it (on the
- * child's PATH): `setsid` itself would only say it failed, with an exit code,
- * where a spawn error names what is missing. What only the exec can tell (a
+ * child's PATH), or `undefined` where a permission keeps us from looking:
+ * `setsid` itself would only say it failed, with an exit code, where a spawn
+ * error names what is missing. What only the exec can tell (a
  * script whose interpreter is missing, a binary for another machine) still
  * ends that way: an early exit, with `setsid`'s message on stderr.
  */
-const resolve = (command: Plain, path: string | undefined): Effect.Effect<string, PlatformError> =>
+const resolve = (command: Plain, path: string | undefined): Effect.Effect<string | undefined, PlatformError> =>
   Effect.suspend(() => {
     const name = command.command
-    if (name.includes("/")) {
-      if (isExecutableFile(name)) return Effect.succeed(name)
-      return Effect.fail(
-        existsSync(name)
-          ? spawnError(command, "PermissionDenied", `spawn ${name} EACCES`)
-          : spawnError(command, "NotFound", `spawn ${name} ENOENT`),
+    const refusal = (found: Probe) =>
+      Effect.fail(
+        found === "missing"
+          ? spawnError(command, "NotFound", `spawn ${name} ENOENT`)
+          : spawnError(command, "PermissionDenied", `spawn ${name} EACCES`),
       )
+    if (name.includes("/")) {
+      const found = probe(name)
+      if (found === undefined) return Effect.succeed(undefined)
+      return found === "runnable" ? Effect.succeed(name) : refusal(found)
     }
     // Without a PATH, execvp searches its default one; a match it may not run makes EACCES of ENOENT.
-    let unrunnable = false
+    let best: Probe = "missing"
     for (const dir of (path ?? "/bin:/usr/bin").split(":")) {
       const candidate = `${dir === "" ? "." : dir}/${name}`
-      if (isExecutableFile(candidate)) return Effect.succeed(candidate)
-      unrunnable ||= existsSync(candidate)
+      const found = probe(candidate)
+      if (found === undefined) return Effect.succeed(undefined)
+      if (found === "runnable") return Effect.succeed(candidate)
+      if (found === "unrunnable") best = found
     }
-    return Effect.fail(
-      unrunnable
-        ? spawnError(command, "PermissionDenied", `spawn ${name} EACCES`)
-        : spawnError(command, "NotFound", `spawn ${name} ENOENT`),
-    )
+    return refusal(best)
   })
 
 /**
@@ -178,6 +192,7 @@ const spawnSession = (
 const start = (
   setsid: string,
   deno: DenoGlobal,
+  fallback: CommandExecutor.CommandExecutor,
   command: Plain,
 ): Effect.Effect<CommandExecutor.Process, PlatformError, Scope.Scope> =>
   Effect.gen(function* () {
@@ -186,6 +201,7 @@ const start = (
       ? { ...deno.env.toObject(), ...Object.fromEntries(command.env) }
       : Object.fromEntries(command.env)
     const executable = yield* resolve(command, env.PATH)
+    if (executable === undefined) return yield* fallback.start(command)
     const exited = yield* Deferred.make<readonly [number | null, NodeJS.Signals | null]>()
     const signal = (pid: number, name: NodeJS.Signals) =>
       Effect.flatMap(Deferred.isDone(exited), (done) => {
@@ -249,6 +265,6 @@ export const make = (fallback: CommandExecutor.CommandExecutor): CommandExecutor
   const setsid = setsidPath()
   if (deno === undefined || setsid === undefined) return fallback
   return CommandExecutor.makeExecutor((command) =>
-    isPlain(command) && mayRunAnything(deno) ? start(setsid, deno, command) : fallback.start(command)
+    isPlain(command) && mayRunAnything(deno) ? start(setsid, deno, fallback, command) : fallback.start(command)
   )
 }
