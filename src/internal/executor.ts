@@ -29,7 +29,7 @@ import * as Stream from "effect/Stream"
 import * as ChildProcess from "node:child_process"
 import { accessSync, constants, statSync } from "node:fs"
 import process from "node:process"
-import type { Readable } from "node:stream"
+import type { Readable, Writable } from "node:stream"
 
 /** What execve would make of a path. */
 type Probe = "runnable" | "unrunnable" | "missing"
@@ -89,13 +89,20 @@ const isPlain = (command: Command.Command): command is Plain =>
   Option.isNone(command.uid) && Option.isNone(command.gid) && typeof command.stdin === "string" &&
   typeof command.stdout === "string" && typeof command.stderr === "string"
 
-const spawnError = (command: Plain, reason: SystemError["reason"], description: string, cause?: unknown) =>
+/** An error of `command`'s `method`, named as Node's executor names them. */
+const commandError = (
+  command: Plain,
+  method: "spawn" | "kill" | "exitCode",
+  reason: SystemError["reason"],
+  description: string,
+  cause?: unknown,
+) =>
   new SystemError({
     reason,
     module: "Command",
-    method: "spawn",
+    method,
     pathOrDescriptor: [command.command, ...command.args].join(" "),
-    syscall: "spawn",
+    syscall: method === "spawn" ? "spawn" : undefined,
     description,
     cause,
   })
@@ -117,8 +124,8 @@ const resolve = (command: Plain, path: string | undefined): Effect.Effect<string
     const refusal = (found: Probe) =>
       Effect.fail(
         found === "missing"
-          ? spawnError(command, "NotFound", `spawn ${name} ENOENT`)
-          : spawnError(command, "PermissionDenied", `spawn ${name} EACCES`),
+          ? commandError(command, "spawn", "NotFound", `spawn ${name} ENOENT`)
+          : commandError(command, "spawn", "PermissionDenied", `spawn ${name} EACCES`),
       )
     if (name.includes("/")) {
       const found = probe(name)
@@ -154,6 +161,12 @@ export const outputPipe = (proc: CommandExecutor.Process, name: "stdout" | "stde
 const ioError = (method: string) => (cause: unknown) =>
   new SystemError({ reason: "Unknown", module: "Command", method, description: String(cause), cause })
 
+const input = (pipe: Writable | null): Sink.Sink<void, Uint8Array, never, PlatformError> =>
+  pipe === null ? Sink.drain : NodeSink.fromWritable(() => pipe, ioError("toWritable"))
+
+const output = (pipe: Readable | null, name: "stdout" | "stderr"): Stream.Stream<Uint8Array, PlatformError> =>
+  pipe === null ? Stream.empty : NodeStream.fromReadable(() => pipe, ioError(`fromReadable(${name})`))
+
 const ProcessProto = {
   [CommandExecutor.ProcessTypeId]: CommandExecutor.ProcessTypeId,
   ...Inspectable.BaseProto,
@@ -183,7 +196,7 @@ const spawnSession = (
     handle.on(
       "error",
       (error: NodeJS.ErrnoException) =>
-        resume(Effect.fail(spawnError(command, errnoReason(error.code), error.message, error))),
+        resume(Effect.fail(commandError(command, "spawn", errnoReason(error.code), error.message, error))),
     )
     handle.on("exit", (code, signal) => Deferred.unsafeDone(exited, Effect.succeed([code, signal] as const)))
     handle.on("spawn", () => resume(Effect.succeed(handle)))
@@ -215,7 +228,7 @@ const start = (
             // ESRCH for the group: not made yet, or gone with its leader not yet reaped.
           }
         }
-        return Effect.fail(spawnError(command, "Unknown", `cannot send ${name} to pid ${pid}`))
+        return Effect.fail(commandError(command, "kill", "Unknown", `cannot send ${name} to pid ${pid}`))
       })
     // Acquired uninterruptibly, as Node's executor does: an interrupted start still stops its child.
     const handle = yield* Effect.acquireRelease(
@@ -227,29 +240,23 @@ const start = (
             : signal(handle.pid!, "SIGTERM").pipe(Effect.zipRight(Deferred.await(exited)), Effect.ignore)),
     )
     const pid = handle.pid!
+    const { stdin, stdout, stderr } = handle
     return Object.assign(Object.create(ProcessProto), {
-      [OutputPipes]: { stdout: handle.stdout, stderr: handle.stderr },
+      [OutputPipes]: { stdout, stderr },
       pid: CommandExecutor.ProcessId(pid),
-      exitCode: Effect.flatMap(
-        Deferred.await(exited),
-        ([code, signal]) =>
-          code !== null
-            ? Effect.succeed(CommandExecutor.ExitCode(code))
-            // Node's executor words it so; `process.ts` reads the signal's name from it.
-            : Effect.fail(spawnError(command, "Unknown", `Process interrupted due to receipt of signal: ${signal}`)),
-      ),
+      exitCode: Effect.flatMap(Deferred.await(exited), ([code, signal]) =>
+        code !== null
+          ? Effect.succeed(CommandExecutor.ExitCode(code))
+          // Node's executor words it so; `process.ts` reads the signal's name from it.
+          : Effect.fail(
+            commandError(command, "exitCode", "Unknown", `Process interrupted due to receipt of signal: ${signal}`),
+          )),
       isRunning: Effect.negate(Deferred.isDone(exited)),
       kill: (name: NodeJS.Signals = "SIGTERM") =>
         Effect.zipRight(signal(pid, name), Effect.asVoid(Deferred.await(exited))),
-      stdin: handle.stdin === null ? Sink.drain : NodeSink.fromWritable(() =>
-        handle.stdin!, ioError("toWritable")),
-      stdout: handle.stdout === null
-        ? Stream.empty
-        : NodeStream.fromReadable(() =>
-          handle.stdout!, ioError("fromReadable(stdout)")),
-      stderr: handle.stderr === null
-        ? Stream.empty
-        : NodeStream.fromReadable(() => handle.stderr!, ioError("fromReadable(stderr)")),
+      stdin: input(stdin),
+      stdout: output(stdout, "stdout"),
+      stderr: output(stderr, "stderr"),
     }) as CommandExecutor.Process
   })
 
