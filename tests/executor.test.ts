@@ -14,7 +14,7 @@ import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { spawnSync } from "node:child_process"
-import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs"
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import process from "node:process"
 import * as Executor from "../src/internal/executor.ts"
@@ -104,6 +104,7 @@ describe("the executor layer provides", () => {
       expect(run("--allow-run", "--allow-read", "--allow-sys=uid")).toMatchObject({ ours: true })
       // setsid in sight, the interpreter not.
       const setsid = ["/usr/bin/setsid", "/bin/setsid"].find((path) => existsSync(path))
+      expect(setsid).toBeDefined()
       expect(run("--allow-run", `--allow-read=${setsid}`, "--allow-sys=uid")).toMatchObject({ ours: false })
     }))
 
@@ -119,6 +120,7 @@ describe("the executor layer provides", () => {
       const [out, err, code] = yield* Effect.all([streamText(proc.stdout), streamText(proc.stderr), proc.exitCode], {
         concurrency: "unbounded",
       })
+      expect(Executor.outputPipe(proc, "stderr")).toBeDefined()
       expect({ out, err, code }).toEqual({ out: "out\n", err: "err\n", code: 7 })
       expect(yield* proc.isRunning).toBe(false)
 
@@ -152,6 +154,31 @@ describe("the executor layer provides", () => {
         ["PermissionDenied", "spawn"],
       ])
     }))
+
+  // Deno's access(2) reads only the owner's or others' bits: it refuses root a file owned by another user
+  // with mode 0700, which execve lets root run. Only root can make that case.
+  it.scopedLive.runIf(process.getuid?.() === 0)(
+    "an execute bit Deno's access refuses leaves the lookup to the exec: the first match on PATH runs",
+    () =>
+      Effect.gen(function* () {
+        const exec = yield* executor
+        const dir = yield* tempDir
+        const [first, second] = [join(dir, "first"), join(dir, "second")]
+        for (const [folder, mode, owner] of [[first, 0o700, 65534], [second, 0o755, 0]] as const) {
+          mkdirSync(folder)
+          const tool = join(folder, "burn-p2p-executor-test-tool")
+          writeFileSync(tool, `#!/bin/sh\necho ${folder === first ? "first" : "second"}\n`)
+          chmodSync(tool, mode)
+          chownSync(tool, owner, owner)
+        }
+        const ran = yield* exec.string(
+          Command.make("burn-p2p-executor-test-tool").pipe(Command.env({ PATH: `${first}:${second}` })),
+        )
+        expect(ran).toBe("first\n")
+        const direct = yield* exec.string(Command.make(join(first, "burn-p2p-executor-test-tool")))
+        expect(direct).toBe("first\n")
+      }),
+  )
 
   it.live("the scope's close stops a child still running, and its process group with it", () =>
     Effect.gen(function* () {

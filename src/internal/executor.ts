@@ -31,51 +31,71 @@ import { accessSync, constants, statSync } from "node:fs"
 import process from "node:process"
 import type { Readable, Writable } from "node:stream"
 
+/** What this module uses of the `Deno` global, which Node has not. */
+interface DenoGlobal {
+  readonly permissions: {
+    readonly querySync: (
+      descriptor:
+        | { readonly name: "run" }
+        | { readonly name: "read"; readonly path: string }
+        | { readonly name: "sys"; readonly kind: "uid" },
+    ) => { readonly state: string; readonly partial?: boolean }
+  }
+  readonly env: { readonly toObject: () => Record<string, string> }
+}
+
+const granted = (deno: DenoGlobal, descriptor: Parameters<DenoGlobal["permissions"]["querySync"]>[0]): boolean => {
+  try {
+    const status = deno.permissions.querySync(descriptor)
+    return status.state === "granted" && status.partial !== true
+  } catch {
+    return false
+  }
+}
+
 /** What execve would make of a path. */
 type Probe = "runnable" | "unrunnable" | "missing"
 
 /**
- * `path` as execve would find it, or `undefined` where Deno's permissions
- * keep us from looking (`--allow-read` and `--allow-sys=uid` for the path):
- * then only Node's executor can start the command faithfully.
+ * `path` as execve would find it, or `undefined` where only the exec can
+ * tell, and then Node's executor starts the command:
+ * - where Deno's permissions keep us from looking (read access to the path,
+ *   `--allow-sys=uid`), asked first, since looking would prompt on a terminal;
+ * - where the mode has an execute bit that Deno's `access` refuses: it reads
+ *   only the owner's or others' bits, never the group's nor root's rule, and
+ *   a wrong refusal would skip to the next match on `PATH`.
  */
-const probe = (path: string): Probe | undefined => {
+const probe = (deno: DenoGlobal, path: string): Probe | undefined => {
+  if (!granted(deno, { name: "read", path }) || !granted(deno, { name: "sys", kind: "uid" })) return undefined
+  let mode: number
+  try {
+    const stat = statSync(path)
+    // execve refuses a directory, even a searchable one.
+    if (!stat.isFile()) return "unrunnable"
+    mode = stat.mode
+  } catch (error) {
+    const { code } = error as { readonly code?: unknown }
+    return code === "ENOENT" || code === "ENOTDIR" ? "missing" : "unrunnable"
+  }
+  if ((mode & 0o111) === 0) return "unrunnable"
   try {
     accessSync(path, constants.X_OK)
-    // execve refuses a directory, even a searchable one.
-    return statSync(path).isFile() ? "runnable" : "unrunnable"
-  } catch (error) {
-    const { name, code } = error as { readonly name?: unknown; readonly code?: unknown }
-    if (name === "NotCapable") return undefined
-    return code === "ENOENT" || code === "ENOTDIR" ? "missing" : "unrunnable"
+    return "runnable"
+  } catch {
+    return undefined
   }
 }
 
 /** Where `setsid(1)` lives (util-linux, busybox), or `undefined`. */
-const setsidPath = (): string | undefined =>
-  ["/usr/bin/setsid", "/bin/setsid"].find((path) => probe(path) === "runnable")
-
-/** What this module uses of the `Deno` global, which Node has not. */
-interface DenoGlobal {
-  readonly permissions: {
-    readonly querySync: (descriptor: { readonly name: "run" }) => { readonly state: string; readonly partial?: boolean }
-  }
-  readonly env: { readonly toObject: () => Record<string, string> }
-}
+const setsidPath = (deno: DenoGlobal): string | undefined =>
+  ["/usr/bin/setsid", "/bin/setsid"].find((path) => probe(deno, path) === "runnable")
 
 /**
  * Only with all of `--allow-run` (which signalling a process group needs
  * anyway) and no `--deny-run`: `setsid` would run what is denied. Else Deno's
  * refusal must name the worker's own executable, as Node's executor makes it.
  */
-const mayRunAnything = (deno: DenoGlobal): boolean => {
-  try {
-    const status = deno.permissions.querySync({ name: "run" })
-    return status.state === "granted" && status.partial !== true
-  } catch {
-    return false
-  }
-}
+const mayRunAnything = (deno: DenoGlobal): boolean => granted(deno, { name: "run" })
 
 /** What `start` spawns: stdio given by name (a string), the rest left to Node's defaults. */
 type Plain = Command.StandardCommand & {
@@ -118,7 +138,11 @@ const errnoReason = (code: unknown): SystemError["reason"] =>
  * script whose interpreter is missing, a binary for another machine) still
  * ends that way: an early exit, with `setsid`'s message on stderr.
  */
-const resolve = (command: Plain, path: string | undefined): Effect.Effect<string | undefined, PlatformError> =>
+const resolve = (
+  deno: DenoGlobal,
+  command: Plain,
+  path: string | undefined,
+): Effect.Effect<string | undefined, PlatformError> =>
   Effect.suspend(() => {
     const name = command.command
     const refusal = (found: Probe) =>
@@ -128,7 +152,7 @@ const resolve = (command: Plain, path: string | undefined): Effect.Effect<string
           : commandError(command, "spawn", "PermissionDenied", `spawn ${name} EACCES`),
       )
     if (name.includes("/")) {
-      const found = probe(name)
+      const found = probe(deno, name)
       if (found === undefined) return Effect.succeed(undefined)
       return found === "runnable" ? Effect.succeed(name) : refusal(found)
     }
@@ -136,7 +160,7 @@ const resolve = (command: Plain, path: string | undefined): Effect.Effect<string
     let best: Probe = "missing"
     for (const dir of (path ?? "/bin:/usr/bin").split(":")) {
       const candidate = `${dir === "" ? "." : dir}/${name}`
-      const found = probe(candidate)
+      const found = probe(deno, candidate)
       if (found === undefined) return Effect.succeed(undefined)
       if (found === "runnable") return Effect.succeed(candidate)
       if (found === "unrunnable") best = found
@@ -213,7 +237,7 @@ const start = (
       // Deno's own copy: a fifth of the cost of spreading `process.env`, a proxy over it.
       ? { ...deno.env.toObject(), ...Object.fromEntries(command.env) }
       : Object.fromEntries(command.env)
-    const executable = yield* resolve(command, env.PATH)
+    const executable = yield* resolve(deno, command, env.PATH)
     if (executable === undefined) return yield* fallback.start(command)
     const exited = yield* Deferred.make<readonly [number | null, NodeJS.Signals | null]>()
     const signal = (pid: number, name: NodeJS.Signals) =>
@@ -269,8 +293,9 @@ const start = (
  */
 export const make = (fallback: CommandExecutor.CommandExecutor): CommandExecutor.CommandExecutor => {
   const deno = (globalThis as { readonly Deno?: DenoGlobal }).Deno
-  const setsid = setsidPath()
-  if (deno === undefined || setsid === undefined) return fallback
+  if (deno === undefined) return fallback
+  const setsid = setsidPath(deno)
+  if (setsid === undefined) return fallback
   return CommandExecutor.makeExecutor((command) =>
     isPlain(command) && mayRunAnything(deno) ? start(setsid, deno, fallback, command) : fallback.start(command)
   )

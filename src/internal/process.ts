@@ -197,13 +197,11 @@ export const spawn = (
     )
 
     const exitDeferred = yield* Deferred.make<ExitStatus>()
-    let reaped = false
     yield* Effect.forkScoped(
-      Effect.flatMap(exitStatusOf(proc.exitCode), (status) => {
-        reaped = true
-        return Deferred.succeed(exitDeferred, status)
-      }),
+      Effect.flatMap(exitStatusOf(proc.exitCode), (status) => Deferred.succeed(exitDeferred, status)),
     )
+    // The executor's own record, set by the exit event: the watcher above may be interrupted before the reap.
+    const reaped = () => !Effect.runSync(Effect.orElseSucceed(proc.isRunning, () => false))
     const exited = Deferred.await(exitDeferred)
 
     const signalGroup = (signal: NodeJS.Signals) => {
@@ -212,7 +210,7 @@ export const spawn = (
       } catch {
         // ESRCH: the group is gone, or not made yet (`setsid(1)` makes it a moment after the start).
         // The pid then, while it is still ours: once reaped, it may be another process's.
-        if (reaped) return
+        if (reaped()) return
         try {
           process.kill(pid, signal)
         } catch {
