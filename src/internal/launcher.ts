@@ -37,8 +37,12 @@ export interface Launched {
 /** @internal */
 export type LaunchError = WorkerSpawnError | WorkerConnectError | InvalidArgumentError
 
-/** How long a launcher that exited with code 0 gets for its worker to show up from elsewhere. */
-const OUTSIDER_GRACE = Duration.millis(500)
+/**
+ * How long a launcher that exited with code 0 gets for its worker to show up
+ * from elsewhere: a Python start on a busy machine (imports, the factory)
+ * takes seconds; a worker exits 0 before connecting only through a launcher.
+ */
+const OUTSIDER_GRACE = Duration.seconds(3)
 
 /**
  * A file only this user can read, holding the config; removed when the scope
