@@ -5,7 +5,6 @@
  */
 import * as Command from "@effect/platform/Command"
 import * as CommandExecutor from "@effect/platform/CommandExecutor"
-import * as NodeContext from "@effect/platform-node/NodeContext"
 import { describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -21,7 +20,7 @@ import * as Executor from "../src/internal/executor.ts"
 import * as workerProcess from "../src/internal/process.ts"
 import { awaitGone, childPids, fixturesRoot, isAlive, streamText, tempDir, testPython } from "./helpers.ts"
 
-const executor = Effect.map(CommandExecutor.CommandExecutor, Executor.make).pipe(Effect.provide(NodeContext.layer))
+const executor = Effect.provide(CommandExecutor.CommandExecutor, Executor.layer)
 
 /** `state ppid pgrp session` of a live process. */
 const statOf = (pid: number) => {

@@ -17,19 +17,22 @@
 import type * as Command from "@effect/platform/Command"
 import * as CommandExecutor from "@effect/platform/CommandExecutor"
 import { type PlatformError, SystemError } from "@effect/platform/Error"
+import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodeSink from "@effect/platform-node/NodeSink"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Inspectable from "effect/Inspectable"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as ChildProcess from "node:child_process"
 import { accessSync, constants, statSync } from "node:fs"
-import process from "node:process"
 import type { Readable, Writable } from "node:stream"
+import { signalLeader } from "./signal.ts"
 
 /** What this module uses of the `Deno` global, which Node has not. */
 interface DenoGlobal {
@@ -59,14 +62,15 @@ type Probe = "runnable" | "unrunnable" | "missing"
 /**
  * `path` as execve would find it, or `undefined` where only the exec can
  * tell, and then Node's executor starts the command:
- * - where Deno's permissions keep us from looking (read access to the path,
- *   `--allow-sys=uid`), asked first, since looking would prompt on a terminal;
+ * - where Deno's permissions keep us from looking (read access to the path;
+ *   `make` asks for `--allow-sys=uid`), asked first, since looking would
+ *   prompt on a terminal;
  * - where the mode has an execute bit that Deno's `access` refuses: it reads
  *   only the owner's or others' bits, never the group's nor root's rule, and
  *   a wrong refusal would skip to the next match on `PATH`.
  */
 const probe = (deno: DenoGlobal, path: string): Probe | undefined => {
-  if (!granted(deno, { name: "read", path }) || !granted(deno, { name: "sys", kind: "uid" })) return undefined
+  if (!granted(deno, { name: "read", path })) return undefined
   let mode: number
   try {
     const stat = statSync(path)
@@ -240,28 +244,17 @@ const start = (
     const executable = yield* resolve(deno, command, env.PATH)
     if (executable === undefined) return yield* fallback.start(command)
     const exited = yield* Deferred.make<readonly [number | null, NodeJS.Signals | null]>()
+    // Once reaped, the pid may be another process's.
     const signal = (pid: number, name: NodeJS.Signals) =>
-      Effect.flatMap(Deferred.isDone(exited), (done) => {
-        // Once reaped, the pid may be another process's.
-        if (done) return Effect.void
-        for (const target of [-pid, pid]) {
-          try {
-            process.kill(target, name)
-            return Effect.void
-          } catch {
-            // ESRCH for the group: not made yet, or gone with its leader not yet reaped.
-          }
-        }
-        return Effect.fail(commandError(command, "kill", "Unknown", `cannot send ${name} to pid ${pid}`))
-      })
+      Effect.flatMap(Deferred.isDone(exited), (done) =>
+        done || signalLeader(pid, name)
+          ? Effect.void
+          : Effect.fail(commandError(command, "kill", "Unknown", `cannot send ${name} to pid ${pid}`)))
     // Acquired uninterruptibly, as Node's executor does: an interrupted start still stops its child.
     const handle = yield* Effect.acquireRelease(
       spawnSession(setsid, executable, command, env, exited),
       (handle) =>
-        Effect.flatMap(Deferred.isDone(exited), (done) =>
-          done
-            ? Effect.void
-            : signal(handle.pid!, "SIGTERM").pipe(Effect.zipRight(Deferred.await(exited)), Effect.ignore)),
+        signal(handle.pid!, "SIGTERM").pipe(Effect.zipRight(Deferred.await(exited)), Effect.ignore),
     )
     const pid = handle.pid!
     const { stdin, stdout, stderr } = handle
@@ -293,10 +286,21 @@ const start = (
  */
 export const make = (fallback: CommandExecutor.CommandExecutor): CommandExecutor.CommandExecutor => {
   const deno = (globalThis as { readonly Deno?: DenoGlobal }).Deno
-  if (deno === undefined) return fallback
+  // access(2) needs the uid: without it no path can be probed.
+  if (deno === undefined || !granted(deno, { name: "sys", kind: "uid" })) return fallback
   const setsid = setsidPath(deno)
   if (setsid === undefined) return fallback
   return CommandExecutor.makeExecutor((command) =>
     isPlain(command) && mayRunAnything(deno) ? start(setsid, deno, fallback, command) : fallback.start(command)
   )
 }
+
+/**
+ * `make` over Node's executor: what `layer` provides.
+ *
+ * @internal
+ */
+export const layer: Layer.Layer<CommandExecutor.CommandExecutor> = Layer.effect(
+  CommandExecutor.CommandExecutor,
+  Effect.map(CommandExecutor.CommandExecutor, make),
+).pipe(Layer.provide(NodeCommandExecutor.layer), Layer.provide(NodeFileSystem.layer))

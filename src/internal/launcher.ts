@@ -23,6 +23,7 @@ import type { ExitStatus } from "./exitStatus.ts"
 import type { Decoded } from "./options.ts"
 import { permissionFlag } from "./permission.ts"
 import * as workerProcess from "./process.ts"
+import { signalLeader } from "./signal.ts"
 
 /**
  * A started worker: its process and the verified byte stream to it.
@@ -145,7 +146,7 @@ export const launch = (
       )
     const outside = (who: accept.Outsider) => {
       // It presented our secret: it is our worker, run where we cannot stop it.
-      if (who.pid !== null) killQuietly(who.pid)
+      if (who.pid !== null) signalLeader(who.pid, "SIGKILL")
       return failure("OutsideProcessGroup", `pid ${who.pid ?? "?"}, process group ${who.pgid ?? "?"}; expected ${pid}`)
     }
     // A launcher that exits with code 0 may have handed Python to another session.
@@ -183,16 +184,6 @@ export const launch = (
     )
     return { process: proc, transport: fromSocket(socket) }
   })
-
-const killQuietly = (pid: number) => {
-  for (const target of [-pid, pid]) {
-    try {
-      process.kill(target, "SIGKILL")
-    } catch {
-      // Gone already, or not a group leader.
-    }
-  }
-}
 
 const listenDetail = (cause: unknown): string => {
   const flag = permissionFlag(cause, { net: "127.0.0.1" })

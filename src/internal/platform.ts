@@ -6,10 +6,8 @@
  *
  * @internal
  */
-import * as CommandExecutor from "@effect/platform/CommandExecutor"
-import * as NodeCommandExecutor from "@effect/platform-node/NodeCommandExecutor"
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import * as Context from "effect/Context"
+import type * as CommandExecutor from "@effect/platform/CommandExecutor"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Executor from "./executor.ts"
@@ -17,17 +15,7 @@ import * as Executor from "./executor.ts"
 let built: Context.Context<CommandExecutor.CommandExecutor> | undefined
 
 const nodeServices = (): Context.Context<CommandExecutor.CommandExecutor> =>
-  built ??= Context.make(
-    CommandExecutor.CommandExecutor,
-    Executor.make(Effect.runSync(
-      Effect.scoped(
-        Effect.map(
-          Layer.build(Layer.provide(NodeCommandExecutor.layer, NodeFileSystem.layer)),
-          Context.get(CommandExecutor.CommandExecutor),
-        ),
-      ),
-    )),
-  )
+  built ??= Effect.runSync(Effect.scoped(Layer.build(Executor.layer)))
 
 /** `effect` with that `CommandExecutor`. @internal */
 export const provideNode = <A, E, R>(

@@ -29,6 +29,7 @@ import { outputPipe } from "./executor.ts"
 import type { ExitStatus } from "./exitStatus.ts"
 import { type LineEnd, LineSplitter, LineTail, MAX_LINE_BYTES } from "./output.ts"
 import { permissionFlag } from "./permission.ts"
+import { signalLeader } from "./signal.ts"
 
 /**
  * A running worker process, as the manager sees it. A fake worker in the
@@ -205,17 +206,12 @@ export const spawn = (
     const exited = Deferred.await(exitDeferred)
 
     const signalGroup = (signal: NodeJS.Signals) => {
+      if (!reaped()) return void signalLeader(pid, signal)
+      // Reaped: the pid may be another process's, the group what the worker left behind.
       try {
         process.kill(-pid, signal)
       } catch {
-        // ESRCH: the group is gone, or not made yet (`setsid(1)` makes it a moment after the start).
-        // The pid then, while it is still ours: once reaped, it may be another process's.
-        if (reaped()) return
-        try {
-          process.kill(pid, signal)
-        } catch {
-          // Gone meanwhile.
-        }
+        // ESRCH: the group is gone.
       }
     }
 
