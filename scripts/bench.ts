@@ -52,6 +52,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as Tracer from "effect/Tracer"
 import { spawnSync } from "node:child_process"
 import { realpathSync } from "node:fs"
@@ -201,26 +202,25 @@ const layerOptionsOf = (python: string): PythonWorker.Options => ({
 // ---------------------------------------------------------------- 1. spawn to a ready hello
 
 /**
- * Milliseconds from `PythonWorker.layer` acquire until it has built (it awaits
- * the first `hello`); the release is not timed. The worker's affinity is read
- * back before the release (untimed).
+ * Milliseconds until `start` has a worker (it awaits the first `hello`); the
+ * release is not timed. The worker's affinity is read back before the
+ * release (untimed).
  */
-const layerSpawn = (python: string) =>
+const timedStart = <E>(start: Effect.Effect<PythonWorker.Service, E, Scope.Scope>) =>
   Effect.scoped(Effect.gen(function* () {
     const started = performance.now()
-    const context = yield* Layer.build(PythonWorker.layer(layerOptionsOf(python)))
-    const elapsed = performance.now() - started
-    return { elapsed, affinity: affinity(Context.get(context, PythonWorker).pid) }
-  }))
-
-/** The same through `PythonWorker.make` on Node's executor (`NodeContext.layer`), which forks the client. */
-const makeSpawn = (python: string) =>
-  Effect.scoped(Effect.gen(function* () {
-    const started = performance.now()
-    const worker = yield* PythonWorker.make(layerOptionsOf(python)).pipe(Effect.provide(NodeContext.layer))
+    const worker = yield* start
     const elapsed = performance.now() - started
     return { elapsed, affinity: affinity(worker.pid) }
   }))
+
+/** Through `PythonWorker.layer`. */
+const layerSpawn = (python: string) =>
+  timedStart(Effect.map(Layer.build(PythonWorker.layer(layerOptionsOf(python))), Context.get(PythonWorker)))
+
+/** Through `PythonWorker.make` on Node's executor (`NodeContext.layer`), which forks the client. */
+const makeSpawn = (python: string) =>
+  timedStart(PythonWorker.make(layerOptionsOf(python)).pipe(Effect.provide(NodeContext.layer)))
 
 /**
  * Ours, the bare client, the bare client starting the worker as ours does
