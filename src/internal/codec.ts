@@ -8,12 +8,11 @@
 import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
-import type * as AST from "effect/SchemaAST"
 import { Buffer } from "node:buffer"
 import { type Rpc, Rpcs } from "../Protocol.ts"
 import { type CallError, InvalidArgumentError, ProtocolError, RemoteError } from "../WorkerError.ts"
 import type { Envelope } from "./connection.ts"
-import { compile, FAIL } from "./fastCodec.ts"
+import { withFastPath } from "./fastCodec.ts"
 import { requestBytes } from "./frame.ts"
 import { type SplitJson, splitJson } from "./longStrings.ts"
 import { bounded, jsonProblem } from "./json.ts"
@@ -93,19 +92,6 @@ interface Codecs {
 
 /** Each method's codecs, built on its first call rather than on every call. */
 const codecs = new WeakMap<object, Codecs>()
-
-/** The compiled fast path first; the schema itself for anything else, and for every complaint. */
-const withFastPath = (
-  ast: AST.AST,
-  isDecoding: boolean,
-  schema: (input: unknown) => Either.Either<unknown, ParseResult.ParseError>,
-) => {
-  const fast = compile(ast, isDecoding)
-  return (input: unknown) => {
-    const value = fast(input)
-    return value === FAIL ? schema(input) : Either.right(value)
-  }
-}
 
 const codecsOf = <P, PI, R, RI>(rpc: Rpc<P, PI, R, RI>) => {
   let found = codecs.get(rpc)

@@ -16,6 +16,7 @@
  */
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
+import type * as ParseResult from "effect/ParseResult"
 import * as AST from "effect/SchemaAST"
 
 /** @internal */
@@ -375,5 +376,24 @@ export const compile = (
       if (error instanceof Unsupported) root = never
       return FAIL
     }
+  }
+}
+
+/**
+ * `schema` (a decoder or encoder of `ast`) with its compiled fast path
+ * first: the schema itself for anything else, and for every complaint.
+ *
+ * @internal
+ */
+export const withFastPath = <A>(
+  ast: AST.AST,
+  isDecoding: boolean,
+  schema: (input: unknown) => Either.Either<A, ParseResult.ParseError>,
+  options?: { readonly onExcessProperty?: "ignore" | "error" },
+): (input: unknown) => Either.Either<A, ParseResult.ParseError> => {
+  const fast = compile(ast, isDecoding, options)
+  return (input) => {
+    const value = fast(input)
+    return value === FAIL ? schema(input) : Either.right(value as A)
   }
 }
