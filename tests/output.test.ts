@@ -193,6 +193,15 @@ describe("LineTail", () => {
     expect(tailOf([utf8.encode(`${exact}\r${exact}\rdone\n`)], 64 * 1024)).toBe("done\n")
   })
 
+  it("a redraw that is replaced later evicts no earlier line, however long it was", () => {
+    // Cut into pieces that overflow the budget, then replaced: a terminal still shows the lines before it.
+    const chunks = [utf8.encode(`a\nb\n${"X".repeat(40)}\r`), utf8.encode("c\n")]
+    expect(tailOf(chunks, 16, 4)).toBe("a\nb\nc\n")
+    expect(tailOf([utf8.encode(`a\nb\n${"X".repeat(40)}\rc\n`)], 16, 4)).toBe("a\nb\nc\n")
+    // Once it stays, its latest whole pieces are the tail: what came before them is gone.
+    expect(tailOf([utf8.encode(`a\nb\n${"X".repeat(40)}`)], 16, 4)).toBe(`${"X".repeat(12)}\n`)
+  })
+
   it("a budget of 0 keeps nothing; a million redraws keep one line", () => {
     expect(tailOf([utf8.encode("a\nb\n")], 0)).toBe("")
     const tail = new LineTail(1024)

@@ -121,51 +121,102 @@ export class LineSplitter {
   }
 }
 
+type Entry = { readonly text: string; readonly bytes: number; readonly end: LineEnd }
+
+/** Entries oldest first, and their bytes; the oldest are evicted first. */
+class Entries {
+  private items: Array<Entry> = []
+  private head = 0
+  bytes = 0
+  /** Some entry was evicted since the last `clear`. */
+  evicted = false
+
+  get list(): ReadonlyArray<Entry> {
+    this.compact()
+    return this.items
+  }
+
+  push(entry: Entry): void {
+    this.items.push(entry)
+    this.bytes += entry.bytes
+  }
+
+  /** Evicts the oldest entries until the rest fit in `maxBytes`. */
+  fit(maxBytes: number): void {
+    while (this.bytes > maxBytes && this.head < this.items.length) {
+      this.bytes -= this.items[this.head++].bytes
+      this.evicted = true
+    }
+    if (this.head > 1024 && this.head * 2 > this.items.length) this.compact()
+  }
+
+  clear(): void {
+    this.items.length = 0
+    this.head = 0
+    this.bytes = 0
+    this.evicted = false
+  }
+
+  private compact(): void {
+    if (this.head === 0) return
+    this.items = this.items.slice(this.head)
+    this.head = 0
+  }
+}
+
 /**
  * The latest lines of a stream within `maxBytes` (UTF-8), oldest first. A
  * line that ended with a bare `\r` is replaced by the next one, as on a
  * terminal; the pieces of a cut line are joined again.
  *
+ * The last line stays apart from the settled ones while it may still vanish
+ * (its pieces before it ends, or all of it once a bare `\r` ended it), so a
+ * redraw that is replaced later evicts nothing: the tail is the same whether
+ * or not the splitter skipped it. Each part keeps at most `maxBytes`.
+ *
  * @internal
  */
 export class LineTail {
-  private lines: Array<{ text: string; bytes: number; end: LineEnd }> = []
-  private head = 0
-  private bytes = 0
+  private readonly settled = new Entries()
+  private readonly open = new Entries()
+  /** A bare `\r` ended the open line: the next piece replaces it. */
+  private redrawn = false
 
   constructor(private readonly maxBytes: number) {}
 
   push(text: string, end: LineEnd): void {
-    const last = this.lines.length > this.head ? this.lines[this.lines.length - 1] : undefined
-    if (last?.end === "redraw") {
-      // The whole redrawn line goes, the pieces it was cut into included.
-      this.drop()
-      while (this.lines.length > this.head && this.lines[this.lines.length - 1].end === "cut") this.drop()
+    if (this.redrawn) {
+      this.open.clear()
+      this.redrawn = false
     }
-    const bytes = Buffer.byteLength(text, "utf8") + (end === "cut" ? 0 : 1)
-    this.lines.push({ text, bytes, end })
-    this.bytes += bytes
-    while (this.bytes > this.maxBytes && this.lines.length > this.head) {
-      this.bytes -= this.lines[this.head].bytes
-      this.head++
+    const entry = { text, bytes: Buffer.byteLength(text, "utf8") + (end === "cut" ? 0 : 1), end }
+    if (end !== "newline") {
+      this.open.push(entry)
+      this.open.fit(this.maxBytes)
+      this.redrawn = end === "redraw"
+      return
     }
-    if (this.head > 1024 && this.head * 2 > this.lines.length) {
-      this.lines = this.lines.slice(this.head)
-      this.head = 0
-    }
+    // The line stays: its pieces settle, and if some were evicted, what came before them is out of the tail.
+    if (this.open.evicted) this.settled.clear()
+    for (const piece of this.open.list) this.settled.push(piece)
+    this.open.clear()
+    this.settled.push(entry)
+    this.settled.fit(this.maxBytes)
   }
 
   /** Each line with its `\n`, but the pieces of a cut line, which run on. */
   get text(): string {
+    const settled = this.settled.list
+    let from = settled.length
+    if (!this.open.evicted) {
+      for (let room = this.maxBytes - this.open.bytes; from > 0 && settled[from - 1].bytes <= room; from--) {
+        room -= settled[from - 1].bytes
+      }
+    }
     let text = ""
-    for (let i = this.head; i < this.lines.length; i++) {
-      text += this.lines[i].end === "cut" ? this.lines[i].text : `${this.lines[i].text}\n`
+    for (const entries of [settled.slice(from), this.open.list]) {
+      for (const { end, text: line } of entries) text += end === "cut" ? line : `${line}\n`
     }
     return text
-  }
-
-  private drop(): void {
-    this.bytes -= this.lines[this.lines.length - 1].bytes
-    this.lines.pop()
   }
 }
