@@ -59,7 +59,7 @@ import { realpathSync } from "node:fs"
 import os from "node:os"
 import { fileURLToPath } from "node:url"
 import { type BatchRef, PythonWorker, Rpcs } from "../src/mod.ts"
-import { bareSpawnToHello, type BareWorker, bareWorker, frame, type WorkerLaunch } from "./bench/bare.ts"
+import { bareSpawnToHello, type BareWorker, bareWorker, cpuMillis, frame, type WorkerLaunch } from "./bench/bare.ts"
 import { peakAbove } from "./bench/memory.ts"
 import { affinity, pin, pinnedPython, shellQuote } from "./bench/pin.ts"
 import { poolSection } from "./bench/pool.ts"
@@ -209,9 +209,10 @@ const layerOptionsOf = (python: string): PythonWorker.Options => ({
 const timedStart = <E>(start: Effect.Effect<PythonWorker.Service, E, Scope.Scope>) =>
   Effect.scoped(Effect.gen(function* () {
     const started = performance.now()
+    const cpuBefore = cpuMillis()
     const worker = yield* start
     const elapsed = performance.now() - started
-    return { elapsed, affinity: affinity(worker.pid) }
+    return { elapsed, cpu: cpuMillis() - cpuBefore, affinity: affinity(worker.pid) }
   }))
 
 /** Through `PythonWorker.layer`. */
@@ -237,7 +238,9 @@ const measureSpawn = (settings: Settings, spawnPython: string) =>
     ]
     // One untimed round of each warms the page cache and Deno's lazy module paths.
     for (const run of clients) yield* run()
-    const runs = clients.map(() => [] as Array<{ readonly elapsed: number; readonly affinity: string }>)
+    const runs = clients.map(() =>
+      [] as Array<{ readonly elapsed: number; readonly cpu: number; readonly affinity: string }>
+    )
     for (let block = 0; block < settings.spawnRuns; block++) {
       for (let k = 0; k < clients.length; k++) {
         const which = (block + k) % clients.length
@@ -245,7 +248,16 @@ const measureSpawn = (settings: Settings, spawnPython: string) =>
       }
     }
     const [ours, bare, bareOurSetup, nodeExecutor] = runs.map((series) => median(series.map((run) => run.elapsed)))
-    return { ours, bare, bareOurSetup, nodeExecutor, affinities: new Set(runs.flat().map((run) => run.affinity)) }
+    const [oursCpu, bareCpu] = runs.map((series) => median(series.map((run) => run.cpu)))
+    return {
+      ours,
+      bare,
+      bareOurSetup,
+      nodeExecutor,
+      oursCpu,
+      bareCpu,
+      affinities: new Set(runs.flat().map((run) => run.affinity)),
+    }
   })
 
 // ---------------------------------------------------------------- 2. hello round trips
@@ -517,6 +529,13 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
       baseline: spawn.bare,
       unit: ms,
       target: Table.plusAtMost(3, ms),
+    })
+    Table.compare(section, {
+      // All of it is on the start's path when the worker shares the client's core.
+      figure: `spawn -> ready hello: the client's CPU time, every thread (median) vs bare`,
+      ours: spawn.oursCpu,
+      baseline: spawn.bareCpu,
+      unit: ms,
     })
     Table.compare(section, {
       figure: `spawn -> ready hello vs bare starting it as ours does (own process group, connect token)`,

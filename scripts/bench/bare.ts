@@ -13,6 +13,7 @@ import { rmSync, writeFileSync } from "node:fs"
 import * as Net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import process from "node:process"
 import { affinity } from "./pin.ts"
 
 /** How long a bare worker gets to exit after SIGTERM before SIGKILL. */
@@ -218,17 +219,25 @@ export const bareWorker = (options: WorkerLaunch): Effect.Effect<BareWorker, Err
   )
 }
 
+/** This process's CPU time so far, every thread's, in milliseconds. */
+export const cpuMillis = (): number => {
+  const { user, system } = process.cpuUsage()
+  return (user + system) / 1000
+}
+
 /**
- * Milliseconds from spawn to the `hello` answer, for a bare worker, and the
- * worker's CPU affinity read back afterwards; it is stopped afterwards (neither is timed).
+ * Milliseconds from spawn to the `hello` answer, for a bare worker, the
+ * client's CPU time in them, and the worker's CPU affinity read back
+ * afterwards; it is stopped afterwards (neither is timed).
  */
 export const bareSpawnToHello = (
   options: WorkerLaunch,
-): Effect.Effect<{ readonly elapsed: number; readonly affinity: string }, Error> =>
+): Effect.Effect<{ readonly elapsed: number; readonly cpu: number; readonly affinity: string }, Error> =>
   Effect.scoped(Effect.gen(function* () {
     const started = performance.now()
+    const cpuBefore = cpuMillis()
     const worker = yield* bareWorker(options)
     yield* Effect.tryPromise({ try: () => worker.call("hello", null), catch: (error) => error as Error })
     const elapsed = performance.now() - started
-    return { elapsed, affinity: affinity(worker.pid) }
+    return { elapsed, cpu: cpuMillis() - cpuBefore, affinity: affinity(worker.pid) }
   }))
