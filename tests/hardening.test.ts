@@ -755,12 +755,12 @@ describe("6. a connection that proves who it is", () => {
           expect(error.message).toContain("connected from outside its process group")
           expect(error.message).not.toContain("exited with code 0")
           yield* awaitGone(marked())
-          // A factory slower than the grace (3 s): the outsider reads EOF on stdin (the launcher's pipe
+          // A factory slower than the grace (5 s): the outsider reads EOF on stdin (the launcher's pipe
           // closed with it) and exits before it connects; nothing to diagnose, and nothing left.
           const slow = yield* startError({
             ...options,
             workloadFactory: "tree_workload:make_quiet_slow",
-            workloadConfig: { sleep_seconds: 6 },
+            workloadConfig: { sleep_seconds: 9 },
           })
           expectTagged(slow, "WorkerConnectError", { reason: "ProcessExited", exitCode: 0 })
           expect(slow._tag === "WorkerConnectError" && slow.stderrTail).toContain("stdin reached EOF")

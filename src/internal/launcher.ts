@@ -43,7 +43,7 @@ export type LaunchError = WorkerSpawnError | WorkerConnectError | InvalidArgumen
  * from elsewhere: a Python start on a busy machine (imports, the factory)
  * takes seconds; a worker exits 0 before connecting only through a launcher.
  */
-const OUTSIDER_GRACE = Duration.seconds(3)
+const OUTSIDER_GRACE = Duration.seconds(5)
 
 /**
  * A file only this user can read, holding the config; removed when the scope
