@@ -202,6 +202,15 @@ describe("LineTail", () => {
     expect(tailOf([utf8.encode(`a\nb\n${"X".repeat(40)}`)], 16, 4)).toBe(`${"X".repeat(12)}\n`)
   })
 
+  it("the stream ends in a long redraw or a piece larger than the budget: the tail is still the longest fitting end", () => {
+    // Its pieces overflowed the budget: nothing before them shows.
+    expect(tailOf([utf8.encode(`a\nb\n${"X".repeat(40)}\r`)], 16, 4)).toBe(`${"X".repeat(12)}\n`)
+    expect(tailOf([utf8.encode("a\nXXXXXY")], 4, 5)).toBe("Y\n")
+    // The redraw that ends the stream stays, and takes its room from the lines before it.
+    expect(tailOf([utf8.encode("a\nb\nXXXX\r")], 8)).toBe("b\nXXXX\n")
+    expect(tailOf([utf8.encode("a\nbbbb\nXX\r")], 6)).toBe("XX\n")
+  })
+
   it("a budget of 0 keeps nothing; a million redraws keep one line", () => {
     expect(tailOf([utf8.encode("a\nb\n")], 0)).toBe("")
     const tail = new LineTail(1024)

@@ -150,8 +150,15 @@ class Entries {
     if (this.head > 1024 && this.head * 2 > this.items.length) this.compact()
   }
 
+  /** Nothing was pushed since the last `clear`. */
+  get untouched(): boolean {
+    return this.items.length === 0 && !this.evicted
+  }
+
   clear(): void {
-    this.items.length = 0
+    // One entry, the usual redraw, is popped: `length = 0` gives the array's storage up, and the next push allocates it.
+    if (this.items.length === 1) this.items.pop()
+    else if (this.items.length > 0) this.items = []
     this.head = 0
     this.bytes = 0
     this.evicted = false
@@ -196,10 +203,12 @@ export class LineTail {
       this.redrawn = end === "redraw"
       return
     }
-    // The line stays: its pieces settle, and if some were evicted, what came before them is out of the tail.
-    if (this.open.evicted) this.settled.clear()
-    for (const piece of this.open.list) this.settled.push(piece)
-    this.open.clear()
+    if (!this.open.untouched) {
+      // The line stays: its pieces settle, and if some were evicted, what came before them is out of the tail.
+      if (this.open.evicted) this.settled.clear()
+      for (const piece of this.open.list) this.settled.push(piece)
+      this.open.clear()
+    }
     this.settled.push(entry)
     this.settled.fit(this.maxBytes)
   }
