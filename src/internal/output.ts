@@ -123,16 +123,43 @@ export class LineSplitter {
 
 type Entry = { readonly text: string; readonly bytes: number; readonly end: LineEnd }
 
-/** Entries oldest first, and their bytes; the oldest are evicted first. */
+/**
+ * `entry` without at least its first `drop` bytes, cut before a character:
+ * its end, as the top line of a terminal's last `n` bytes shows it.
+ */
+const withoutStart = (entry: Entry, drop: number): Entry => {
+  const bytes = Buffer.from(entry.text, "utf8")
+  let from = drop
+  while (from < bytes.length && (bytes[from] & 0xc0) === 0x80) from++
+  const rest = bytes.length - from
+  return { text: bytes.toString("utf8", from), bytes: rest + entry.bytes - bytes.length, end: entry.end }
+}
+
+/**
+ * Entries oldest first, and their bytes; the oldest bytes go first, so the
+ * oldest entry may be kept in part: what it lost is cut from its text only
+ * when the entries are read, not on every push.
+ */
 class Entries {
   private items: Array<Entry> = []
   private head = 0
+  /** The bytes of the entries from `head` on, less what the oldest lost. */
   bytes = 0
-  /** Some entry was evicted since the last `clear`. */
+  /** What the oldest entry lost from its start. */
+  private lost = 0
+  /** Some bytes were dropped since the last `clear`. */
   evicted = false
 
   get list(): ReadonlyArray<Entry> {
     this.compact()
+    if (this.lost > 0) {
+      const oldest = this.items[0]
+      const kept = withoutStart(oldest, this.lost)
+      this.bytes -= oldest.bytes - this.lost - kept.bytes
+      this.lost = 0
+      if (kept.bytes > 0) this.items[0] = kept
+      else this.items.shift()
+    }
     return this.items
   }
 
@@ -141,11 +168,20 @@ class Entries {
     this.bytes += entry.bytes
   }
 
-  /** Evicts the oldest entries until the rest fit in `maxBytes`. */
+  /** Drops the oldest bytes until the rest fit in `maxBytes`. */
   fit(maxBytes: number): void {
     while (this.bytes > maxBytes && this.head < this.items.length) {
-      this.bytes -= this.items[this.head++].bytes
       this.evicted = true
+      const left = this.items[this.head].bytes - this.lost
+      const excess = this.bytes - maxBytes
+      if (left <= excess) {
+        this.bytes -= left
+        this.head++
+        this.lost = 0
+      } else {
+        this.bytes -= excess
+        this.lost += excess
+      }
     }
     if (this.head > 1024 && this.head * 2 > this.items.length) this.compact()
   }
@@ -161,6 +197,7 @@ class Entries {
     else if (this.items.length > 0) this.items = []
     this.head = 0
     this.bytes = 0
+    this.lost = 0
     this.evicted = false
   }
 
@@ -172,9 +209,10 @@ class Entries {
 }
 
 /**
- * The latest lines of a stream within `maxBytes` (UTF-8), oldest first. A
- * line that ended with a bare `\r` is replaced by the next one, as on a
- * terminal; the pieces of a cut line are joined again.
+ * The last `maxBytes` (UTF-8) of a stream's lines, oldest first: the first
+ * of them may be the end of a longer one. A line that ended with a bare `\r`
+ * is replaced by the next one, as on a terminal; the pieces of a cut line
+ * are joined again.
  *
  * The last line stays apart from the settled ones while it may still vanish
  * (its pieces before it ends, or all of it once a bare `\r` ended it), so a
@@ -216,14 +254,22 @@ export class LineTail {
   /** Each line with its `\n`, but the pieces of a cut line, which run on. */
   get text(): string {
     const settled = this.settled.list
-    let from = settled.length
+    const shown: Array<Entry> = []
     if (!this.open.evicted) {
-      for (let room = this.maxBytes - this.open.bytes; from > 0 && settled[from - 1].bytes <= room; from--) {
-        room -= settled[from - 1].bytes
+      let room = this.maxBytes - this.open.bytes
+      for (let i = settled.length - 1; i >= 0 && room > 0; i--) {
+        if (settled[i].bytes > room) {
+          // The first line shown, in part: nothing before it.
+          shown.push(withoutStart(settled[i], settled[i].bytes - room))
+          break
+        }
+        shown.push(settled[i])
+        room -= settled[i].bytes
       }
+      shown.reverse()
     }
     let text = ""
-    for (const entries of [settled.slice(from), this.open.list]) {
+    for (const entries of [shown, this.open.list]) {
       for (const { end, text: line } of entries) text += end === "cut" ? line : `${line}\n`
     }
     return text
