@@ -217,7 +217,8 @@ class Entries {
  * The last line stays apart from the settled ones while it may still vanish
  * (its pieces before it ends, or all of it once a bare `\r` ended it), so a
  * redraw that is replaced later evicts nothing: the tail is the same whether
- * or not the splitter skipped it. Each part keeps at most `maxBytes`.
+ * or not the splitter skipped it. Each part keeps at most `maxBytes` (and
+ * its oldest piece whole, until it is read).
  *
  * @internal
  */
