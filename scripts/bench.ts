@@ -15,8 +15,9 @@
  * Baselines: a bare `node:net` client (`bench/bare.ts`) driving a worker with
  * the same argv and env, and the seed Rust client (`rust-compat bench`,
  * skipped when cargo or Debian's crate sources are missing). Client and bare
- * blocks alternate ABBA, so drift hits both alike; the Rust run brackets ours
- * (half before, half after).
+ * blocks alternate ABBA, so drift hits both alike. The Rust client's hello and
+ * spawn runs bracket ours (half before, half after); its 64 MiB runs, one
+ * process each, rotate with ours and bare's.
  *
  * Pinning: this script re-executes itself under `taskset -c 0` (all of Deno's
  * threads on cpu0). Long-lived workers are pinned with `taskset -a -p -c N PID`
@@ -138,6 +139,19 @@ const alternate = <A, B, E1, E2>(
     return { client: a, baseline: b }
   })
 
+/** Runs each of `runs` once per block, the order rotating by one each block, so none always goes first. */
+const rotate = <A, E>(blocks: number, runs: ReadonlyArray<() => Effect.Effect<A, E>>) =>
+  Effect.gen(function* () {
+    const out = runs.map(() => [] as Array<A>)
+    for (let block = 0; block < blocks; block++) {
+      for (let k = 0; k < runs.length; k++) {
+        const which = (block + k) % runs.length
+        out[which].push(yield* runs[which]())
+      }
+    }
+    return out
+  })
+
 const promise = <A>(run: () => Promise<A>) =>
   Effect.tryPromise({ try: run, catch: (error) => error instanceof Error ? error : new Error(String(error)) })
 
@@ -238,15 +252,10 @@ const measureSpawn = (settings: Settings, spawnPython: string) =>
     ]
     // One untimed round of each warms the page cache and Deno's lazy module paths.
     for (const run of clients) yield* run()
-    const runs = clients.map(() =>
-      [] as Array<{ readonly elapsed: number; readonly cpu: number; readonly affinity: string }>
+    const runs = yield* rotate<{ readonly elapsed: number; readonly cpu: number; readonly affinity: string }, unknown>(
+      settings.spawnRuns,
+      clients,
     )
-    for (let block = 0; block < settings.spawnRuns; block++) {
-      for (let k = 0; k < clients.length; k++) {
-        const which = (block + k) % clients.length
-        runs[which].push(yield* clients[which]())
-      }
-    }
     const [ours, bare, bareOurSetup, nodeExecutor] = runs.map((series) => median(series.map((run) => run.elapsed)))
     const [oursCpu, bareCpu] = runs.map((series) => median(series.map((run) => run.cpu)))
     return {
@@ -372,6 +381,8 @@ interface TrainFigures {
   /** Peak resident bytes above idle during the call, the largest over the runs (see `bench/memory.ts`). */
   readonly oursPeak: number
   readonly barePeak: number
+  /** The seed Rust client's median, from runs interleaved with these; or why it has none. */
+  readonly rust: number | string | undefined
 }
 
 const measureTrain = (
@@ -381,6 +392,7 @@ const measureTrain = (
   paddingBytes: number,
   runs: number,
   memory: boolean,
+  rust?: () => Effect.Effect<number, string>,
 ) =>
   Effect.gen(function* () {
     const batch = batchOf(paddingBytes)
@@ -413,13 +425,35 @@ const measureTrain = (
     const warmups = memory ? 1 : 1000
     for (let i = 0; i < warmups; i++) yield* oursRun
     for (let i = 0; i < warmups; i++) yield* bareRun
-    const { baseline, client } = yield* alternate(runs, () => withPeak(oursRun), () => withPeak(bareRun))
+    if (rust === undefined) {
+      const { baseline, client } = yield* alternate(runs, () => withPeak(oursRun), () => withPeak(bareRun))
+      return {
+        frameBytes,
+        ours: median(client.map((run) => run.value)),
+        bare: median(baseline.map((run) => run.value)),
+        oursPeak: Math.max(...client.map((run) => run.peakBytes)),
+        barePeak: Math.max(...baseline.map((run) => run.peakBytes)),
+        rust: undefined,
+      } satisfies TrainFigures
+    }
+    // The Rust client in the same rotation, one of its runs between ours and bare's: the host's
+    // drift over a section, which runs before and after it would measure, cancels.
+    const rustRun = () =>
+      Effect.match(rust(), {
+        onSuccess: (value) => ({ value, peakBytes: 0 }),
+        onFailure: (why) => ({ value: Number.NaN, peakBytes: 0, why }),
+      })
+    const [client, baseline, third] = yield* rotate<
+      { readonly value: number; readonly peakBytes: number; readonly why?: string },
+      unknown
+    >(runs, [() => withPeak(oursRun), () => withPeak(bareRun), rustRun])
     return {
       frameBytes,
       ours: median(client.map((run) => run.value)),
       bare: median(baseline.map((run) => run.value)),
       oursPeak: Math.max(...client.map((run) => run.peakBytes)),
       barePeak: Math.max(...baseline.map((run) => run.peakBytes)),
+      rust: third.find((run) => run.why !== undefined)?.why ?? median(third.map((run) => run.value)),
     } satisfies TrainFigures
   })
 
@@ -434,21 +468,35 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
     yield* Effect.addFinalizer(() => Effect.sync(() => wrapper?.remove()))
     const spawnPython = wrapper?.path ?? settings.python
 
+    const binary = typeof rustBinary === "string" ? undefined : Option.getOrUndefined(rustBinary)
+    // Its hello and spawn figures: half the samples before the section, half after (1 MiB trains, unused).
     const rustRuns = (half: number) =>
-      typeof rustBinary === "string" ? Effect.succeed(undefined) : Option.match(rustBinary, {
-        onNone: () => Effect.succeed(undefined),
-        onSome: (binary) =>
-          rustBench(binary, {
-            python: settings.python,
-            spawnPython,
-            calls: Math.max(100, Math.ceil(settings.calls / 2)),
-            spawnRuns: Math.max(2, Math.ceil(settings.spawnRuns / 2)),
-            trainRuns: Math.max(1, Math.ceil(settings.trainRuns / 2)),
-            trainMib: 64,
-            workerCpu: cpu,
-            label: `${spec.name} ${half}`,
-          }),
+      binary === undefined ? Effect.succeed(undefined) : rustBench(binary, {
+        python: settings.python,
+        spawnPython,
+        calls: Math.max(100, Math.ceil(settings.calls / 2)),
+        spawnRuns: Math.max(2, Math.ceil(settings.spawnRuns / 2)),
+        trainRuns: 1,
+        trainMib: 1,
+        workerCpu: cpu,
+        label: `${spec.name} ${half}`,
       })
+    // Its 64 MiB figure: one process per run (a warm-up, then one timed), in rotation with ours and bare's.
+    const rustTrain = binary === undefined ? undefined : () =>
+      Effect.flatMap(
+        rustBench(binary, {
+          python: settings.python,
+          spawnPython,
+          calls: 1,
+          spawnRuns: 1,
+          trainRuns: 1,
+          trainMib: 64,
+          workerCpu: cpu,
+          label: `${spec.name} 64 MiB`,
+        }),
+        (figures) =>
+          typeof figures === "string" ? Effect.fail(figures) : Effect.succeed(figures.train_window.median_ms),
+      )
     const rustBefore = yield* rustRuns(1)
 
     const spawn = yield* measureSpawn(settings, spawnPython)
@@ -469,7 +517,7 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
         bare: ((yield* promise(() => bare.call("init_model", { device: "cpu" }))) as { model_id: string }).model_id,
       }
       const small = yield* measureTrain(worker, bare, models, KiB, Math.max(50, settings.trainRuns * 20), false)
-      const large = yield* measureTrain(worker, bare, models, 64 * MiB, settings.trainRuns, true)
+      const large = yield* measureTrain(worker, bare, models, 64 * MiB, settings.trainRuns, true, rustTrain)
       return { pins, spanned, unspanned, traced, floor, concurrency, small, large }
     }))
 
@@ -574,7 +622,7 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
     if (rust === undefined || typeof rust === "string") {
       const why = rust ?? (typeof rustBinary === "string" ? rustBinary : "--no-rust")
       for (
-        const figure of ["hello() median vs seed Rust", "spawn -> ready hello vs seed Rust", "64 MiB vs seed Rust"]
+        const figure of ["hello() median vs seed Rust", "spawn -> ready hello vs seed Rust"]
       ) {
         Table.skip(section, figure, why)
       }
@@ -597,10 +645,15 @@ const runSection = (settings: Settings, spec: SectionSpec, rustBinary: Option.Op
         baseline: rust.spawn_to_hello.median_ms,
         unit: ms,
       })
+    }
+    if (typeof large.rust !== "number") {
+      const why = large.rust ?? (typeof rustBinary === "string" ? rustBinary : "--no-rust")
+      Table.skip(section, "64 MiB vs seed Rust", why)
+    } else {
       Table.compare(section, {
-        figure: `trainWindow 64 MiB, throughput vs seed Rust client (n=${rust.train_window.runs})`,
+        figure: `trainWindow 64 MiB, throughput vs seed Rust client (n=${settings.trainRuns}, in rotation with ours)`,
         ours: throughput(large.ours),
-        baseline: rust.train_window.mb_per_s,
+        baseline: throughput(large.rust),
         unit: mbps,
         target: Table.atLeast(1),
       })
@@ -652,12 +705,6 @@ const mergeRust = (before: RustRun, after: RustRun): RustRun => {
       ...after.spawn_to_hello,
       n: before.spawn_to_hello.n + after.spawn_to_hello.n,
       median_ms: mean(before.spawn_to_hello.median_ms, after.spawn_to_hello.median_ms),
-    },
-    train_window: {
-      ...after.train_window,
-      runs: before.train_window.runs + after.train_window.runs,
-      median_ms: mean(before.train_window.median_ms, after.train_window.median_ms),
-      mb_per_s: mean(before.train_window.mb_per_s, after.train_window.mb_per_s),
     },
     worker_affinity: [...new Set([before.worker_affinity, after.worker_affinity])].join("|"),
   }
