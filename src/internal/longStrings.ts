@@ -14,6 +14,7 @@
 import { Buffer } from "node:buffer"
 import { randomBytes } from "node:crypto"
 import { types } from "node:util"
+import { scratch } from "./plainScan.ts"
 
 /** Strings at least this long (UTF-16 units) are looked at. */
 export const LONG_STRING_UNITS = 1 << 20
@@ -37,38 +38,12 @@ export interface SplitJson {
 
 const encoder = new TextEncoder()
 
-/**
- * Whether UTF-8 `bytes` hold no byte below 0x20, no `"` and no `\`: four
- * bytes at a time, each test exact for "any byte of the word" (a byte's
- * high bit in `(w - 0x01..) & ~w` is set only if some byte of `w` is zero).
- * Multi-byte sequences are all at or above 0x80, so they never match.
- */
-const needsNoEscape = (bytes: Uint8Array): boolean => {
-  const whole = bytes.length >>> 2
-  // An unpooled buffer starts at offset 0: aligned for the word view.
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, whole)
-  for (let i = 0; i < whole; i++) {
-    const w = words[i]
-    const quote = w ^ 0x22222222
-    const backslash = w ^ 0x5c5c5c5c
-    if (
-      (((w - 0x20202020) & ~w) | ((quote - 0x01010101) & ~quote) | ((backslash - 0x01010101) & ~backslash)) &
-      0x80808080
-    ) return false
-  }
-  for (let i = whole << 2; i < bytes.length; i++) {
-    const c = bytes[i]
-    if (c < 0x20 || c === 0x22 || c === 0x5c) return false
-  }
-  return true
-}
-
 /** The UTF-8 bytes of `text` when it is its own JSON string content, else `undefined`. */
 const plainBytes = (text: string): Uint8Array | undefined => {
   if (!(text as string & { isWellFormed(): boolean }).isWellFormed()) return undefined
-  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text, "utf8"))
+  const { bytes, plain } = scratch(Buffer.byteLength(text, "utf8"))
   encoder.encodeInto(text, bytes)
-  return needsNoEscape(bytes) ? bytes : undefined
+  return plain() ? bytes : undefined
 }
 
 /**
