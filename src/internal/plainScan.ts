@@ -73,14 +73,23 @@ const MODULE_BYTES = (() => {
 
 const PAGE_BYTES = 65536
 
-/** Compiled on first use; `null` where WebAssembly SIMD is missing. */
-let compiled: WebAssembly.Module | null | undefined
+/** What this module uses of the `WebAssembly` global, typed here: the npm build has no DOM library. */
+interface Wasm {
+  readonly validate: (bytes: Uint8Array) => boolean
+  readonly Module: new (bytes: Uint8Array) => object
+  readonly Instance: new (module: object, imports: object) => { readonly exports: object }
+  readonly Memory: new (descriptor: { readonly initial: number }) => { readonly buffer: ArrayBuffer }
+}
 
-const simdModule = (): WebAssembly.Module | null => {
+/** Compiled on first use; `null` where WebAssembly SIMD is missing. */
+let compiled: { readonly wasm: Wasm; readonly module: object } | null | undefined
+
+const simdModule = () => {
   if (compiled !== undefined) return compiled
+  const wasm = (globalThis as unknown as { readonly WebAssembly?: Wasm }).WebAssembly
   try {
-    compiled = typeof WebAssembly === "object" && WebAssembly.validate(MODULE_BYTES)
-      ? new WebAssembly.Module(MODULE_BYTES)
+    compiled = wasm !== undefined && wasm.validate(MODULE_BYTES)
+      ? { wasm, module: new wasm.Module(MODULE_BYTES) }
       : null
   } catch {
     compiled = null
@@ -125,16 +134,16 @@ export const plainWords = (bytes: Uint8Array): boolean => {
  * @internal
  */
 export const scratch = (length: number): { readonly bytes: Uint8Array; readonly plain: () => boolean } => {
-  const module = simdModule()
-  if (module !== null) {
-    let memory: WebAssembly.Memory | undefined
+  const simd = simdModule()
+  if (simd !== null) {
+    let memory: { readonly buffer: ArrayBuffer } | undefined
     try {
-      memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(length / PAGE_BYTES)) })
+      memory = new simd.wasm.Memory({ initial: Math.max(1, Math.ceil(length / PAGE_BYTES)) })
     } catch {
       // No address space for another memory: the Buffer below may still fit.
     }
     if (memory !== undefined) {
-      const { plain } = new WebAssembly.Instance(module, { env: { memory } }).exports as {
+      const { plain } = new simd.wasm.Instance(simd.module, { env: { memory } }).exports as {
         readonly plain: (at: number, end: number) => number
       }
       const bytes = new Uint8Array(memory.buffer, 0, length)
