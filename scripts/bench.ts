@@ -436,8 +436,8 @@ const measureTrain = (
         rust: undefined,
       } satisfies TrainFigures
     }
-    // The Rust client in the same rotation, one of its runs between ours and bare's: the host's
-    // drift over a section, which runs before and after it would measure, cancels.
+    // The Rust client takes its turn in the same rotation, so drift in the host's speed hits the three
+    // alike (runs before and after the section, as its other figures are, would not).
     const rustRun = () =>
       Effect.match(rust(), {
         onSuccess: (value) => ({ value, peakBytes: 0 }),

@@ -177,7 +177,7 @@ export const launch = (
     })
     // The first of the connection, the exit and the deadline; the others are interrupted without
     // waiting. Not `raceFirst` and `timeoutOption`: their four fibers, and awaiting the losers, cost
-    // ~0.4 ms between the worker's connection and its `hello`.
+    // ~0.2 ms between the worker's connection and its `hello`.
     const first = yield* Deferred.make<Option.Option<Net.Socket>, WorkerConnectError>()
     const arms = [
       yield* Effect.forkScoped(Deferred.complete(first, Effect.asSome(Effect.catchAll(listener.accept(pid), outside)))),
