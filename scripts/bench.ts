@@ -425,35 +425,28 @@ const measureTrain = (
     const warmups = memory ? 1 : 1000
     for (let i = 0; i < warmups; i++) yield* oursRun
     for (let i = 0; i < warmups; i++) yield* bareRun
-    if (rust === undefined) {
-      const { baseline, client } = yield* alternate(runs, () => withPeak(oursRun), () => withPeak(bareRun))
-      return {
-        frameBytes,
-        ours: median(client.map((run) => run.value)),
-        bare: median(baseline.map((run) => run.value)),
-        oursPeak: Math.max(...client.map((run) => run.peakBytes)),
-        barePeak: Math.max(...baseline.map((run) => run.peakBytes)),
-        rust: undefined,
-      } satisfies TrainFigures
-    }
+    type Run = { readonly value: number; readonly peakBytes: number; readonly why?: string }
+    const clients: Array<() => Effect.Effect<Run, unknown>> = [() => withPeak(oursRun), () => withPeak(bareRun)]
     // The Rust client takes its turn in the same rotation, so drift in the host's speed hits the three
     // alike (runs before and after the section, as its other figures are, would not).
-    const rustRun = () =>
-      Effect.match(rust(), {
-        onSuccess: (value) => ({ value, peakBytes: 0 }),
-        onFailure: (why) => ({ value: Number.NaN, peakBytes: 0, why }),
-      })
-    const [client, baseline, third] = yield* rotate<
-      { readonly value: number; readonly peakBytes: number; readonly why?: string },
-      unknown
-    >(runs, [() => withPeak(oursRun), () => withPeak(bareRun), rustRun])
+    if (rust !== undefined) {
+      clients.push(() =>
+        Effect.match(rust(), {
+          onSuccess: (value) => ({ value, peakBytes: 0 }),
+          onFailure: (why) => ({ value: Number.NaN, peakBytes: 0, why }),
+        })
+      )
+    }
+    const [client, baseline, third] = yield* rotate(runs, clients)
     return {
       frameBytes,
       ours: median(client.map((run) => run.value)),
       bare: median(baseline.map((run) => run.value)),
       oursPeak: Math.max(...client.map((run) => run.peakBytes)),
       barePeak: Math.max(...baseline.map((run) => run.peakBytes)),
-      rust: third.find((run) => run.why !== undefined)?.why ?? median(third.map((run) => run.value)),
+      rust: third === undefined
+        ? undefined
+        : third.find((run) => run.why !== undefined)?.why ?? median(third.map((run) => run.value)),
     } satisfies TrainFigures
   })
 
