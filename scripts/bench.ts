@@ -118,28 +118,10 @@ const concat = (blocks: Array<Float64Array>): Float64Array => {
   return out
 }
 
-/** Runs client and baseline blocks in ABBA order, so neither always goes first. */
-const alternate = <A, B, E1, E2>(
-  blocks: number,
-  client: (block: number) => Effect.Effect<A, E1>,
-  baseline: (block: number) => Effect.Effect<B, E2>,
-) =>
-  Effect.gen(function* () {
-    const a: Array<A> = []
-    const b: Array<B> = []
-    for (let block = 0; block < blocks; block++) {
-      if (block % 2 === 0) {
-        a.push(yield* client(block))
-        b.push(yield* baseline(block))
-      } else {
-        b.push(yield* baseline(block))
-        a.push(yield* client(block))
-      }
-    }
-    return { client: a, baseline: b }
-  })
-
-/** Runs each of `runs` once per block, the order rotating by one each block, so none always goes first. */
+/**
+ * Runs each of `runs` once per block, the order rotating by one each block,
+ * so none always goes first (for two: ABBA).
+ */
 const rotate = <A, E>(blocks: number, runs: ReadonlyArray<() => Effect.Effect<A, E>>) =>
   Effect.gen(function* () {
     const out = runs.map(() => [] as Array<A>)
@@ -306,11 +288,10 @@ const measureHello = (
     const ours = (n: number) => tracer === undefined ? oursLoop(call, n) : Effect.withTracer(oursLoop(call, n), tracer)
     yield* ours(settings.warmup)
     yield* bareLoop(bare, settings.warmup)
-    const { baseline, client } = yield* alternate(
-      blocks,
+    const [client, baseline] = yield* rotate<Float64Array, unknown>(blocks, [
       () => ours(perBlock),
       () => bareLoop(bare, perBlock),
-    )
+    ])
     const a = concat(client)
     const b = concat(baseline)
     return {
@@ -344,7 +325,7 @@ const measureConcurrency = (settings: Settings, worker: PythonWorker.Service) =>
     ))
     yield* concurrent
     yield* sequential
-    const { baseline, client } = yield* alternate(6, () => concurrent, () => sequential)
+    const [client, baseline] = yield* rotate<number, unknown>(6, [() => concurrent, () => sequential])
     return { total, concurrent: median(client), sequential: median(baseline) }
   })
 
