@@ -34,6 +34,7 @@ import { Buffer } from "node:buffer"
  * ```
  */
 const MODULE_BYTES = (() => {
+  // Every length here is below 128, so its LEB128 is the one byte; a longer body would fail `validate`.
   const vec = (bytes: ReadonlyArray<number>) => [bytes.length, ...bytes]
   const name = (text: string) => vec([...text].map((char) => char.charCodeAt(0)))
   const section = (id: number, bytes: ReadonlyArray<number>) => [id, ...vec(bytes)]
